@@ -1,0 +1,54 @@
+//! The custom resources of group `lro.dev`, version `v1alpha1`.
+//!
+//! Types only: no client, no runtime. Every field's doc comment becomes `kubectl explain`.
+
+mod duration;
+mod operation;
+mod provider;
+mod schema;
+
+pub use duration::{DurationError, parse_duration};
+pub use operation::{
+    HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
+    OperationError, OperationHandle, OperationRef, Phase, PollingSpec, ProviderKind, ProviderRef,
+    StartRequest,
+};
+pub use provider::{
+    ClusterOperationProvider, ClusterOperationProviderSpec, OperationProvider,
+    OperationProviderStatus, Protocol, ProviderSpec,
+};
+
+/// The API group of every kind in this crate.
+pub const GROUP: &str = "lro.dev";
+
+/// Condition types, following kstatus.
+pub mod condition {
+    /// True only when the operation succeeded.
+    pub const READY: &str = "Ready";
+    /// True while the operation is in flight.
+    pub const RECONCILING: &str = "Reconciling";
+    /// True on a terminal failure, a timeout, a blocked dependency or an invalid spec.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Every CRD of this crate, in the order they are written to `crds/`.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        LongRunningOperation::crd(),
+        OperationProvider::crd(),
+        ClusterOperationProvider::crd(),
+    ]
+}
+
+/// Every CRD as one multi-document YAML stream, exactly as committed in `crds/`.
+pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}

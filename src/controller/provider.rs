@@ -1,0 +1,188 @@
+//! Finding the provider an operation names, and the operations a provider change concerns.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{
+    ClusterOperationProvider, LongRunningOperation, OperationProvider, PollingSpec, ProviderKind,
+    ProviderSpec, parse_duration,
+};
+use crate::reconcile::{Policy, Schedule};
+
+/// A provider whose change may concern some operations.
+pub enum Target<'a> {
+    /// A namespaced provider.
+    Namespaced(&'a OperationProvider),
+    /// A cluster provider.
+    Cluster(&'a ClusterOperationProvider),
+}
+
+/// The operations (from the controller's cache) that use `target`.
+pub fn users_of(store: &Store<LongRunningOperation>, target: Target<'_>) -> Vec<ObjectRef<LongRunningOperation>> {
+    let (kind, name, namespace) = match target {
+        Target::Namespaced(p) => (ProviderKind::OperationProvider, p.name_any(), p.namespace()),
+        Target::Cluster(p) => (ProviderKind::ClusterOperationProvider, p.name_any(), None),
+    };
+    store
+        .state()
+        .iter()
+        .filter(|op| {
+            op.spec.provider_ref.kind == kind
+                && op.spec.provider_ref.name == name
+                && (namespace.is_none() || op.namespace() == namespace)
+                && !op
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_terminal())
+        })
+        .map(|op| ObjectRef::from_obj(op.as_ref()))
+        .collect()
+}
+
+/// Looks up the provider of `op`; `Err` holds a message for the user.
+pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<ProviderSpec, String> {
+    let reference = &op.spec.provider_ref;
+    let namespace = op.namespace().unwrap_or_default();
+    match reference.kind {
+        ProviderKind::OperationProvider => {
+            let api: Api<OperationProvider> = Api::namespaced(client.clone(), &namespace);
+            match api.get_opt(&reference.name).await {
+                Ok(Some(p)) => Ok(p.spec.provider),
+                Ok(None) => Err(format!(
+                    "OperationProvider {:?} not found in namespace {namespace:?} (an operation can only use a provider of its own namespace, or a ClusterOperationProvider)",
+                    reference.name
+                )),
+                Err(e) => Err(format!("cannot read OperationProvider {:?}: {}", reference.name, short(&e))),
+            }
+        }
+        ProviderKind::ClusterOperationProvider => {
+            let api: Api<ClusterOperationProvider> = Api::all(client.clone());
+            let provider = match api.get_opt(&reference.name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    return Err(format!("ClusterOperationProvider {:?} not found", reference.name));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read ClusterOperationProvider {:?}: {}",
+                        reference.name,
+                        short(&e)
+                    ));
+                }
+            };
+            if let Some(selector) = &provider.spec.allowed_namespaces {
+                let namespaces: Api<Namespace> = Api::all(client.clone());
+                let labels = match namespaces.get_opt(&namespace).await {
+                    Ok(Some(ns)) => ns.labels().clone(),
+                    Ok(None) => Default::default(),
+                    Err(e) => return Err(format!("cannot read namespace {namespace:?}: {}", short(&e))),
+                };
+                if !selector_matches(selector, &labels) {
+                    return Err(format!(
+                        "ClusterOperationProvider {:?} does not admit namespace {namespace:?} (see its spec.allowedNamespaces)",
+                        reference.name
+                    ));
+                }
+            }
+            Ok(provider.spec.provider)
+        }
+    }
+}
+
+/// The schedule and deadline of an operation: its own `polling`, then the provider's, then the flags.
+pub fn policy(op: &PollingSpec, provider: &PollingSpec, defaults: Schedule) -> Policy {
+    let duration = |own: &Option<String>, theirs: &Option<String>| {
+        own.as_deref()
+            .or(theirs.as_deref())
+            .and_then(|s| parse_duration(s).ok())
+    };
+    Policy {
+        schedule: Schedule {
+            initial: duration(&op.initial_interval, &provider.initial_interval).unwrap_or(defaults.initial),
+            max: duration(&op.max_interval, &provider.max_interval).unwrap_or(defaults.max),
+            multiplier: op.multiplier.or(provider.multiplier).unwrap_or(defaults.multiplier).max(1.0),
+            jitter: op.jitter.or(provider.jitter).unwrap_or(defaults.jitter).clamp(0.0, 0.5),
+        },
+        timeout: duration(&op.timeout, &provider.timeout),
+    }
+}
+
+/// Whether a label selector admits a set of labels.
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let by_labels = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let by_expressions = selector.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let values = e.values.clone().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+    });
+    by_labels && by_expressions
+}
+
+/// A Kubernetes API error without its body.
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let labels: BTreeMap<String, String> = [("team".to_string(), "a".to_string())].into();
+        let by_label = LabelSelector {
+            match_labels: Some([("team".to_string(), "a".to_string())].into()),
+            match_expressions: None,
+        };
+        assert!(selector_matches(&by_label, &labels));
+        assert!(!selector_matches(&by_label, &BTreeMap::new()));
+        let not_in = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["a".into()]),
+            }]),
+        };
+        assert!(!selector_matches(&not_in, &labels));
+        assert!(selector_matches(&LabelSelector::default(), &labels));
+    }
+
+    #[test]
+    fn policy_prefers_the_operation_then_the_provider_then_the_flags() {
+        let op = PollingSpec { initial_interval: Some("2s".into()), ..Default::default() };
+        let provider = PollingSpec {
+            initial_interval: Some("9s".into()),
+            max_interval: Some("30s".into()),
+            timeout: Some("10m".into()),
+            ..Default::default()
+        };
+        let p = policy(&op, &provider, Schedule::default());
+        assert_eq!(p.schedule.initial.as_secs(), 2);
+        assert_eq!(p.schedule.max.as_secs(), 30);
+        assert_eq!(p.schedule.multiplier, Schedule::default().multiplier);
+        assert_eq!(p.timeout.map(|d| d.as_secs()), Some(600));
+    }
+}

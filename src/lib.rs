@@ -1,0 +1,13 @@
+//! lro-operator: cloud long-running operations as Kubernetes objects.
+//!
+//! The crate is a library plus one binary. The reconcile logic ([`reconcile`]) is pure and
+//! usable without a cluster; [`controller`] wires it to kube-runtime; [`sim`] is the upstream
+//! simulator used by the tests and the demo.
+
+pub mod api;
+pub mod controller;
+pub mod protocol;
+pub mod reconcile;
+pub mod sim;
+pub mod telemetry;
+pub mod upstream;

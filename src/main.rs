@@ -1,0 +1,80 @@
+//! The `lro-operator` command: `run` the operator, print the `crd`s, run the upstream `sim`ulator,
+//! or print the `version`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lro-operator",
+    version,
+    about = "Cloud long-running operations as Kubernetes objects"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(lro_operator::controller::RunArgs),
+    /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
+    Crd,
+    /// Run the upstream simulator (every protocol, scripted durations and outcomes).
+    Sim(lro_operator::sim::SimArgs),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Version = cli.command {
+        println!("lro-operator {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Crd = cli.command {
+        return match lro_operator::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => {
+                lro_operator::telemetry::init_logging(args.log_json);
+                lro_operator::controller::run(args).await?;
+            }
+            Command::Sim(args) => {
+                lro_operator::telemetry::init_logging(false);
+                lro_operator::sim::run(args).await?;
+            }
+            Command::Crd | Command::Version => {}
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

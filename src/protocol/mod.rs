@@ -1,0 +1,253 @@
+//! Upstream dialects. Each protocol turns an upstream's answers into the same [`Observation`],
+//! and says how to build its start, poll and cancel requests. One protocol, one file; adding one
+//! is that file plus one line in [`dialect`].
+
+mod google;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::{OperationError, OperationHandle, Protocol, StartRequest};
+
+/// Returns the dialect that speaks `protocol`.
+pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
+    match protocol {
+        Protocol::Google => &google::Google,
+    }
+}
+
+/// What the upstream says about an operation, normalised across protocols.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// Where the upstream operation is.
+    pub state: UpstreamState,
+    /// The upstream's own state word, verbatim.
+    pub upstream_state: Option<String>,
+    /// Percent complete as reported; `None` when the upstream reports nothing.
+    pub progress: Option<i32>,
+    /// The operation's result, once succeeded.
+    pub result: Option<Value>,
+    /// The id or name of the resource the operation created or changed.
+    pub resource_id: Option<String>,
+    /// Why it failed or was cancelled.
+    pub error: Option<OperationError>,
+    /// A non-terminal note worth showing (e.g. an error the upstream reports in its metadata).
+    pub message: Option<String>,
+}
+
+/// The normalised state of an upstream operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// Accepted but not started.
+    Pending,
+    /// In progress.
+    #[default]
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Finished because it was cancelled.
+    Cancelled,
+}
+
+/// An HTTP request a dialect wants sent, relative to the provider's base URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSpec {
+    /// The HTTP method.
+    pub method: reqwest::Method,
+    /// Path relative to the base URL (no leading slash needed), or an absolute URL on its origin.
+    pub path: String,
+    /// Query parameters.
+    pub query: Vec<(String, String)>,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Option<Value>,
+}
+
+/// An HTTP answer, as the upstream client read it (body already size-capped).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpAnswer {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<Value, ParseError> {
+        serde_json::from_slice(&self.body).map_err(|e| ParseError::NotJson(e.to_string()))
+    }
+}
+
+/// What a successful start request returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    /// The handle to poll.
+    pub handle: OperationHandle,
+    /// The operation's state as returned by the start response itself.
+    pub observation: Observation,
+}
+
+/// An upstream answer the dialect could not read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is not JSON.
+    #[error("response body is not JSON: {0}")]
+    NotJson(String),
+    /// The JSON does not have the protocol's shape.
+    #[error("unexpected response shape: {0}")]
+    Shape(String),
+}
+
+/// One upstream protocol.
+pub trait Dialect: Send + Sync {
+    /// Whether a start can be resent safely with the same request id (an idempotency key).
+    fn idempotent_start(&self) -> bool;
+    /// Builds the start request; `request_id` is the idempotency key, stable across resends.
+    fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
+    /// Reads a 2xx answer to the start request.
+    fn parse_start(&self, answer: &HttpAnswer) -> Result<Started, ParseError>;
+    /// Builds the poll request for a handle, or says why the handle cannot be polled.
+    fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError>;
+    /// Reads a 2xx answer to a poll.
+    fn parse_poll(&self, answer: &HttpAnswer) -> Result<Observation, ParseError>;
+    /// Whether the protocol has a cancel request.
+    fn can_cancel(&self) -> bool;
+    /// Builds the cancel request, or `None` when the protocol has no cancel (or the handle lacks what it needs).
+    fn cancel_request(&self, handle: &OperationHandle) -> Option<RequestSpec>;
+    /// Reads an error answer (non-2xx) into a normalised error.
+    fn parse_error(&self, answer: &HttpAnswer) -> OperationError;
+}
+
+/// The upstream's hint of when to ask again: `retry-after-ms`, `x-ms-retry-after-ms`, then
+/// `Retry-After` as seconds or HTTP-date, relative to `now`; `None` when absent or unreadable.
+pub fn retry_after(answer: &HttpAnswer, now: std::time::SystemTime) -> Option<Duration> {
+    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
+        if let Some(ms) = answer.header(name).and_then(|v| v.trim().parse::<u64>().ok()) {
+            return Some(Duration::from_millis(ms));
+        }
+    }
+    parse_retry_after(answer.header("retry-after")?, now)
+}
+
+/// Parses an RFC 9110 `Retry-After` value: delay-seconds or an HTTP-date (a past date is zero).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `google.rpc.Code` name of a numeric code (`UNKNOWN` for anything outside 0..=16).
+pub fn rpc_code_name(code: i64) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The `google.rpc.Code` name that an HTTP status maps to (RFC/AIP-193 table).
+pub fn rpc_code_for_http(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        412 => "FAILED_PRECONDITION",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        500..=599 => "INTERNAL",
+        _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn answer_with(headers: &[(&str, &str)]) -> HttpAnswer {
+        HttpAnswer {
+            status: 429,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: vec![],
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_milliseconds() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let cases: &[(&[(&str, &str)], Option<Duration>)] = &[
+            (&[("Retry-After", "120")], Some(Duration::from_secs(120))),
+            (&[("retry-after", " 7 ")], Some(Duration::from_secs(7))),
+            (&[("Retry-After", "Sun, 06 Nov 1994 08:50:07 GMT")], Some(Duration::from_secs(30))),
+            (&[("Retry-After", "Sunday, 06-Nov-94 08:50:07 GMT")], Some(Duration::from_secs(30))),
+            (&[("Retry-After", "Sun Nov  6 08:50:07 1994")], Some(Duration::from_secs(30))),
+            (&[("Retry-After", "Sun, 06 Nov 1994 08:00:00 GMT")], Some(Duration::ZERO)),
+            (&[("retry-after-ms", "1500"), ("Retry-After", "9")], Some(Duration::from_millis(1500))),
+            (&[("x-ms-retry-after-ms", "250")], Some(Duration::from_millis(250))),
+            (&[("Retry-After", "soon")], None),
+            (&[("Retry-After", "-5")], None),
+            (&[], None),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(retry_after(&answer_with(headers), now), *want, "{headers:?}");
+        }
+        let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn rpc_codes_have_their_names() {
+        assert_eq!(rpc_code_name(1), "CANCELLED");
+        assert_eq!(rpc_code_name(9), "FAILED_PRECONDITION");
+        assert_eq!(rpc_code_name(2), "UNKNOWN");
+        assert_eq!(rpc_code_name(99), "UNKNOWN");
+        assert_eq!(rpc_code_for_http(404), "NOT_FOUND");
+        assert_eq!(rpc_code_for_http(502), "INTERNAL");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_panics(value in ".*") {
+            let _ = parse_retry_after(&value, SystemTime::now());
+        }
+    }
+}

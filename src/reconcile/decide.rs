@@ -1,0 +1,571 @@
+//! `decide`: the pure heart of a reconcile. Every rule of DESIGN §2 lives here.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::conditions;
+use super::memory::{Memory, add};
+use super::schedule::{Schedule, seed_of};
+use super::{micro_time, time};
+use crate::api::{
+    LongRunningOperationSpec, LongRunningOperationStatus, OperationError, OperationHandle, Phase,
+};
+use crate::protocol::{Observation, Started, UpstreamState};
+
+/// Failed polls in a row after which `Reconciling` says `UpstreamUnavailable`.
+pub const STUCK_AFTER_FAILURES: u32 = 3;
+/// How long an operation may answer "not found" before it is given up as expired or unknown.
+pub const NOT_FOUND_GRACE: Duration = Duration::from_secs(60);
+/// How soon to look again when the provider cannot be used.
+pub const PROVIDER_RETRY: Duration = Duration::from_secs(30);
+
+/// The poll schedule and deadline that apply to one operation.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Policy {
+    /// The poll schedule.
+    pub schedule: Schedule,
+    /// Deadline for the whole operation, from its start.
+    pub timeout: Option<Duration>,
+}
+
+/// What the protocol can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Caps {
+    /// A start can be resent with the same idempotency key.
+    pub idempotent_start: bool,
+    /// The protocol has a cancel request.
+    pub can_cancel: bool,
+}
+
+/// A failed poll.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollFailure {
+    /// What went wrong, for people (never holds a secret).
+    pub message: String,
+    /// The upstream said the operation does not exist (404/410).
+    pub not_found: bool,
+}
+
+/// What just happened, as input to [`decide`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A reconcile: nothing new from the upstream.
+    Reconcile,
+    /// The provider cannot be used (missing, invalid, not allowed); the reason is for people.
+    ProviderUnavailable(String),
+    /// The start request was answered with a handle.
+    Started(Started),
+    /// The start request was refused (4xx): it will not succeed if resent.
+    StartRejected(OperationError),
+    /// The start request's outcome is unknown (timeout, connection error, 5xx, unreadable answer).
+    StartLost(String),
+    /// A poll was answered.
+    Polled(Observation),
+    /// A poll failed.
+    PollFailed(PollFailure),
+    /// The upstream accepted the cancel request.
+    CancelSent,
+    /// The upstream refused to cancel, or the protocol has no cancel.
+    CancelRefused(String),
+    /// The cancel request's outcome is unknown; it will be resent.
+    CancelLost(String),
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The object's spec.
+    pub spec: &'a LongRunningOperationSpec,
+    /// The object's status as last written.
+    pub status: &'a LongRunningOperationStatus,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.uid`: the idempotency key and the jitter seed.
+    pub uid: &'a str,
+    /// Schedule and deadline.
+    pub policy: &'a Policy,
+    /// What the protocol can do.
+    pub caps: Caps,
+    /// What this process remembers.
+    pub memory: &'a Memory,
+    /// What just happened.
+    pub event: &'a Event,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// The one thing to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send the start request with this idempotency key (its intent is already in `status`).
+    Start {
+        /// The idempotency key.
+        request_id: String,
+    },
+    /// Poll the upstream operation now.
+    Poll,
+    /// Send the cancel request now.
+    Cancel,
+    /// Nothing to do; come back after this long (`None`: only on a change).
+    Wait(Option<Duration>),
+}
+
+/// Something a user should see in `kubectl describe` (a Kubernetes Event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// A warning rather than a normal event.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The new status; write it if it differs from the input's.
+    pub status: LongRunningOperationStatus,
+    /// What to do next.
+    pub action: Action,
+    /// Events to record.
+    pub notices: Vec<Notice>,
+}
+
+/// Decides the new status and the next action. Pure: the same input gives the same output.
+pub fn decide(input: &Input) -> Decision {
+    let mut d = Decider {
+        input,
+        status: input.status.clone(),
+        notices: Vec::new(),
+    };
+    d.status.observed_generation = input.generation;
+    let action = d.step();
+    Decision {
+        status: d.status,
+        action,
+        notices: d.notices,
+    }
+}
+
+struct Decider<'a> {
+    input: &'a Input<'a>,
+    status: LongRunningOperationStatus,
+    notices: Vec<Notice>,
+}
+
+impl Decider<'_> {
+    fn step(&mut self) -> Action {
+        let phase = self.status.phase;
+        if let Some(p) = phase.filter(|p| p.is_terminal()) {
+            // Terminal phases never change; a spec change only moves observedGeneration.
+            let _ = p;
+            conditions::observe_generation(&mut self.status, self.input.generation);
+            return Action::Wait(None);
+        }
+        match (phase, self.input.event) {
+            (_, Event::ProviderUnavailable(why)) => {
+                if phase.is_none() {
+                    self.status.phase = Some(Phase::Pending);
+                }
+                self.conditions("ProviderNotReady", why);
+                Action::Wait(Some(PROVIDER_RETRY))
+            }
+            (None | Some(Phase::Pending), _) => self.begin(),
+            (Some(Phase::Starting), event) => self.starting(event),
+            (Some(Phase::Running | Phase::Cancelling), event) => self.in_flight(event),
+            (Some(_), _) => Action::Wait(None),
+        }
+    }
+
+    /// A new object: record the start intent, or adopt the given operation.
+    fn begin(&mut self) -> Action {
+        let now = self.input.now;
+        self.status.started_at = Some(time(now));
+        self.status.last_change_at = Some(micro_time(now));
+        if self.input.spec.start.is_some() {
+            let request_id = self.input.uid.to_owned();
+            self.status.phase = Some(Phase::Starting);
+            self.status.operation = Some(OperationHandle {
+                request_id: Some(request_id.clone()),
+                ..OperationHandle::default()
+            });
+            self.status.message = Some("sending the start request".into());
+            self.conditions("Starting", "sending the start request");
+            return Action::Start { request_id };
+        }
+        let adopted = self.input.spec.operation.clone().unwrap_or_else(|| {
+            crate::api::OperationRef {
+                name: None,
+                id: None,
+                url: None,
+            }
+        });
+        self.status.phase = Some(Phase::Running);
+        self.status.operation = Some(OperationHandle {
+            name: adopted.name,
+            id: adopted.id,
+            url: adopted.url,
+            request_id: None,
+        });
+        let message = format!("adopted {}", self.handle_label());
+        self.status.message = Some(message.clone());
+        self.conditions("Polling", &message);
+        self.notice(false, "Adopted", message);
+        Action::Poll
+    }
+
+    fn starting(&mut self, event: &Event) -> Action {
+        let request_id = self
+            .status
+            .operation
+            .as_ref()
+            .and_then(|h| h.request_id.clone())
+            .unwrap_or_else(|| self.input.uid.to_owned());
+        match event {
+            Event::Started(started) => {
+                let mut handle = started.handle.clone();
+                handle.request_id = Some(request_id);
+                self.status.operation = Some(handle);
+                self.status.phase = Some(Phase::Running);
+                self.status.last_change_at = Some(micro_time(self.input.now));
+                let message = format!("started {}", self.handle_label());
+                self.notice(false, "Started", message.clone());
+                self.status.message = Some(message);
+                self.observe(&started.observation)
+            }
+            Event::StartRejected(error) => {
+                let message = format!(
+                    "the upstream rejected the start request: {}",
+                    error_text(error)
+                );
+                self.status.error = Some(error.clone());
+                self.finish(Phase::Failed, "StartRejected", message)
+            }
+            Event::StartLost(why) if !self.input.caps.idempotent_start => {
+                self.start_outcome_unknown(why)
+            }
+            Event::StartLost(why) => {
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
+                let message = format!(
+                    "start request failed ({why}); it will be resent with the same request id {request_id}"
+                );
+                self.status.message = Some(message.clone());
+                self.conditions("StartRetrying", &message);
+                self.wait_for_next_poll()
+            }
+            _ => {
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
+                if !self.input.caps.idempotent_start {
+                    // The intent is recorded but no answer was: it may or may not have been created.
+                    return self.start_outcome_unknown("the operator stopped before the answer was recorded");
+                }
+                if self.input.memory.failures == 0 || self.due() {
+                    Action::Start { request_id }
+                } else {
+                    self.wait_for_next_poll()
+                }
+            }
+        }
+    }
+
+    fn start_outcome_unknown(&mut self, why: &str) -> Action {
+        let message = format!(
+            "the start request may or may not have created the operation ({why}), and this protocol has no idempotency key to resend it safely; find the operation upstream and adopt it by creating a LongRunningOperation with spec.operation set to its name, id or url"
+        );
+        self.finish(Phase::Failed, "StartOutcomeUnknown", message)
+    }
+
+    fn in_flight(&mut self, event: &Event) -> Action {
+        match event {
+            Event::Polled(observation) => self.observe(observation),
+            Event::PollFailed(failure) => self.poll_failed(failure),
+            Event::CancelSent => {
+                let message = "cancel requested; waiting for the upstream to confirm".to_owned();
+                self.status.message = Some(message.clone());
+                self.conditions("Cancelling", &message);
+                self.wait_for_next_poll()
+            }
+            Event::CancelRefused(why) => {
+                self.status.phase = Some(Phase::Running);
+                let message = format!("cannot cancel: {why}; the operation keeps running");
+                self.status.message = Some(message.clone());
+                self.conditions("CancelRefused", &message);
+                self.notice(true, "CancelRefused", message);
+                self.wait_for_next_poll()
+            }
+            Event::CancelLost(why) => {
+                let message = format!("cancel request failed ({why}); it will be resent");
+                self.status.message = Some(message.clone());
+                self.conditions("Cancelling", &message);
+                self.wait_for_next_poll()
+            }
+            _ => self.tick(),
+        }
+    }
+
+    /// A reconcile of an operation in flight: time out, cancel, poll, or wait.
+    fn tick(&mut self) -> Action {
+        if let Some(action) = self.timed_out() {
+            return action;
+        }
+        let memory = self.input.memory;
+        if self.input.spec.cancel && !memory.cancel_refused {
+            if !self.input.caps.can_cancel {
+                self.status.phase = Some(Phase::Running);
+                let message =
+                    "cannot cancel: this protocol has no cancel request; the operation keeps running"
+                        .to_owned();
+                if self.status.message.as_deref() != Some(message.as_str()) {
+                    self.notice(true, "CancelUnsupported", message.clone());
+                }
+                self.status.message = Some(message.clone());
+                self.conditions("CancelUnsupported", &message);
+            } else if self.status.phase == Some(Phase::Running) {
+                self.status.phase = Some(Phase::Cancelling);
+                let message = "sending the cancel request".to_owned();
+                self.status.message = Some(message.clone());
+                self.conditions("Cancelling", &message);
+                self.notice(false, "Cancelling", "cancel requested by spec.cancel".into());
+                return Action::Cancel;
+            } else if !memory.cancel_sent && self.due() {
+                return Action::Cancel;
+            }
+        }
+        if self.due() {
+            Action::Poll
+        } else {
+            self.wait_for_next_poll()
+        }
+    }
+
+    fn poll_failed(&mut self, failure: &PollFailure) -> Action {
+        let memory = self.input.memory;
+        if failure.not_found
+            && memory.not_found_since.is_some_and(|since| {
+                self.input.now.duration_since(since).as_secs_f64() >= NOT_FOUND_GRACE.as_secs_f64()
+            })
+        {
+            self.status.error = Some(OperationError {
+                code: "NOT_FOUND".into(),
+                provider_code: None,
+                http_status: Some(404),
+                message: failure.message.clone(),
+            });
+            let message = format!(
+                "the upstream has not known the operation for {}s: it expired or never existed ({})",
+                NOT_FOUND_GRACE.as_secs(),
+                failure.message
+            );
+            return self.finish(Phase::Failed, "OperationNotFound", message);
+        }
+        if let Some(action) = self.timed_out() {
+            return action;
+        }
+        if memory.failures >= STUCK_AFTER_FAILURES {
+            let since = memory.failing_since.unwrap_or(self.input.now);
+            let message = format!(
+                "the upstream has not answered usefully since {} ({} failed polls); last error: {}",
+                time(since).0,
+                memory.failures,
+                failure.message
+            );
+            let was_unavailable = conditions::find(&self.status.conditions, crate::api::condition::RECONCILING)
+                .is_some_and(|c| c.reason == "UpstreamUnavailable");
+            if !was_unavailable {
+                self.notice(true, "UpstreamUnavailable", message.clone());
+            }
+            // The condition carries the details; the message stays stable to avoid a write per failure.
+            self.conditions("UpstreamUnavailable", &message);
+        }
+        self.wait_for_next_poll()
+    }
+
+    /// Applies an observation: updates what a reader can see, and finishes on a terminal state.
+    fn observe(&mut self, observation: &Observation) -> Action {
+        let before = self.visible();
+        if observation.upstream_state.is_some() {
+            self.status.upstream_state = observation.upstream_state.clone();
+        }
+        if let Some(p) = observation.progress {
+            let p = p.clamp(0, 100);
+            self.status.progress = Some(self.status.progress.map_or(p, |old| old.max(p)));
+        }
+        if observation.resource_id.is_some() {
+            self.status.resource_id = observation.resource_id.clone();
+        }
+        let phase_reason = match observation.state {
+            UpstreamState::Pending | UpstreamState::Running => None,
+            UpstreamState::Succeeded => Some((Phase::Succeeded, "Succeeded")),
+            UpstreamState::Failed => Some((Phase::Failed, "UpstreamFailed")),
+            UpstreamState::Cancelled => Some((Phase::Cancelled, "Cancelled")),
+        };
+        match phase_reason {
+            Some((phase, reason)) => {
+                self.status.result = observation.result.clone();
+                self.status.error = observation.error.clone();
+                if phase == Phase::Succeeded && self.status.progress.is_some() {
+                    self.status.progress = Some(100);
+                }
+                self.status.last_change_at = Some(micro_time(self.input.now));
+                let message = match (&observation.error, phase) {
+                    (Some(e), _) => error_text(e),
+                    (None, Phase::Succeeded) => "the upstream operation succeeded".into(),
+                    (None, _) => format!("the upstream operation ended: {}", phase.as_str()),
+                };
+                self.finish(phase, reason, message)
+            }
+            None => {
+                let cancelling = self.status.phase == Some(Phase::Cancelling);
+                let message = observation.message.clone().unwrap_or_else(|| {
+                    if cancelling {
+                        "cancel requested; waiting for the upstream to confirm".into()
+                    } else {
+                        format!("polling {}", self.handle_label())
+                    }
+                });
+                self.status.message = Some(message.clone());
+                if self.visible() != before {
+                    self.status.last_change_at = Some(micro_time(self.input.now));
+                }
+                let reason = if cancelling { "Cancelling" } else { "Polling" };
+                self.conditions(reason, &message);
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
+                self.wait_for_next_poll()
+            }
+        }
+    }
+
+    /// Moves to a terminal phase.
+    fn finish(&mut self, phase: Phase, reason: &'static str, message: String) -> Action {
+        self.status.phase = Some(phase);
+        self.status.completed_at = Some(time(self.input.now));
+        self.status.message = Some(message.clone());
+        self.conditions(reason, &message);
+        self.notice(phase != Phase::Succeeded, reason, message);
+        Action::Wait(None)
+    }
+
+    /// Fails the operation if its deadline has passed.
+    fn timed_out(&mut self) -> Option<Action> {
+        let deadline = self.deadline()?;
+        if self.input.now < deadline {
+            return None;
+        }
+        let timeout = self.input.policy.timeout.unwrap_or_default();
+        self.status.error = Some(OperationError {
+            code: "DEADLINE_EXCEEDED".into(),
+            provider_code: None,
+            http_status: None,
+            message: format!("not done within the timeout of {}s", timeout.as_secs()),
+        });
+        let message = format!(
+            "the operation did not finish within spec.polling.timeout ({}s); the upstream operation was not cancelled",
+            timeout.as_secs()
+        );
+        Some(self.finish(Phase::Failed, "Timeout", message))
+    }
+
+    fn deadline(&self) -> Option<Timestamp> {
+        let timeout = self.input.policy.timeout?;
+        let started = self.status.started_at.as_ref()?.0;
+        Some(add(started, timeout))
+    }
+
+    /// When the next poll is due: `Retry-After` first, else the schedule point after the last request.
+    fn next_poll_at(&self) -> Timestamp {
+        let memory = self.input.memory;
+        if let Some(not_before) = memory.not_before {
+            return not_before;
+        }
+        let since = self
+            .status
+            .last_change_at
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| self.status.started_at.as_ref().map(|t| t.0))
+            .unwrap_or(self.input.now);
+        // Point 0 is the change itself, seen by the last request: the next poll is never before point 1.
+        let after = memory
+            .last_request_at
+            .duration_since(since)
+            .as_secs_f64()
+            .max(0.0);
+        let next = self
+            .input
+            .policy
+            .schedule
+            .next_after(after, seed_of(self.input.uid));
+        add(since, Duration::from_secs_f64(next.max(0.0)))
+    }
+
+    fn due(&self) -> bool {
+        self.next_poll_at() <= self.input.now
+    }
+
+    fn wait_for_next_poll(&self) -> Action {
+        let mut at = self.next_poll_at();
+        if let Some(deadline) = self.deadline() {
+            at = at.min(deadline);
+        }
+        let wait = at.duration_since(self.input.now).as_secs_f64().max(0.0);
+        // Never spin: a poll that is due now is taken on the next reconcile, a few ms later.
+        Action::Wait(Some(Duration::from_secs_f64(wait).max(Duration::from_millis(50))))
+    }
+
+    fn conditions(&mut self, reason: &str, message: &str) {
+        conditions::set_from_phase(
+            &mut self.status,
+            reason,
+            message,
+            self.input.generation,
+            self.input.spec.cancel,
+            self.input.now,
+        );
+    }
+
+    fn notice(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.notices.push(Notice {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    /// The fields an observation can change, to tell whether the upstream said something new.
+    fn visible(&self) -> (Option<String>, Option<i32>, Option<String>, Option<String>) {
+        (
+            self.status.upstream_state.clone(),
+            self.status.progress,
+            self.status.resource_id.clone(),
+            self.status.message.clone(),
+        )
+    }
+
+    fn handle_label(&self) -> String {
+        let handle = self.status.operation.clone().unwrap_or_default();
+        handle
+            .name
+            .or(handle.id)
+            .or(handle.url)
+            .unwrap_or_else(|| "the operation".into())
+    }
+}
+
+fn error_text(error: &OperationError) -> String {
+    if error.message.is_empty() {
+        error.code.clone()
+    } else {
+        format!("{}: {}", error.code, error.message)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! The reconcile decision (pure), the poll schedule (pure), and the conditions they imply.
+//!
+//! The controller observes (I/O), asks [`decide`] what the new status is and which one action
+//! to take, acts (I/O), feeds the outcome back in as an [`Event`], and writes the status only
+//! when it changed.
+
+pub mod conditions;
+mod decide;
+mod memory;
+pub mod schedule;
+
+pub use decide::{Action, Caps, Decision, Event, Input, Notice, PollFailure, Policy, decide};
+pub use memory::Memory;
+pub use schedule::Schedule;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
+/// `now` as a `metav1.Time` (whole seconds, as the API server stores it).
+pub fn time(now: jiff::Timestamp) -> Time {
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// `now` as a `metav1.MicroTime` (whole microseconds, as the API server stores it).
+pub fn micro_time(now: jiff::Timestamp) -> MicroTime {
+    MicroTime(jiff::Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now))
+}

@@ -1,0 +1,259 @@
+//! The poll schedule, derived from the time since the upstream last said something new.
+//!
+//! With `t` seconds since the last change the next wait is
+//! `min(maxInterval, initialInterval + (multiplier − 1)·t)`. Starting at `t₀ = 0` that gives the
+//! points `tₖ₊₁ = tₖ + interval(tₖ)`: geometric until the cap, then evenly spaced. Each point
+//! is moved by a jitter that depends only on (seed, k), so the schedule needs no stored state, a
+//! restart resumes it exactly, and many operations do not poll in lockstep.
+
+use std::time::Duration;
+
+/// A resolved poll schedule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// Growth of the wait per second without change, plus one (1 = fixed interval).
+    pub multiplier: f64,
+    /// Each point moves by up to ± this fraction of the interval before it (0..=0.5).
+    pub jitter: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            multiplier: 1.5,
+            jitter: 0.1,
+        }
+    }
+}
+
+impl Schedule {
+    fn initial_secs(&self) -> f64 {
+        self.initial.as_secs_f64().max(0.001)
+    }
+
+    fn max_secs(&self) -> f64 {
+        self.max.as_secs_f64().max(self.initial_secs())
+    }
+
+    fn growth(&self) -> f64 {
+        (self.multiplier - 1.0).max(0.0)
+    }
+
+    /// Number of geometric points before the cap, and the time of the first capped point.
+    fn cap(&self) -> (u64, f64) {
+        let (a, m, g) = (self.initial_secs(), self.max_secs(), self.growth());
+        if g < 1e-9 || a >= m {
+            return (0, 0.0);
+        }
+        let threshold = (m - a) / g;
+        let mult = self.multiplier;
+        let k = ((threshold * g / a + 1.0).ln() / mult.ln()).ceil().max(0.0) as u64;
+        (k, a * (mult.powi(k as i32) - 1.0) / g)
+    }
+
+    /// The un-jittered time of point `k`, in seconds since the last change.
+    pub fn point(&self, k: u64) -> f64 {
+        let (a, g) = (self.initial_secs(), self.growth());
+        if g < 1e-9 {
+            return k as f64 * a.min(self.max_secs());
+        }
+        let (cap_k, cap_t) = self.cap();
+        if k <= cap_k {
+            a * (self.multiplier.powi(k as i32) - 1.0) / g
+        } else {
+            cap_t + (k - cap_k) as f64 * self.max_secs()
+        }
+    }
+
+    /// The wait before point `k + 1`, in seconds.
+    pub fn interval(&self, k: u64) -> f64 {
+        self.point(k + 1) - self.point(k)
+    }
+
+    /// The jittered time of point `k` (point 0, the change itself, is never moved).
+    pub fn jittered_point(&self, k: u64, seed: u64) -> f64 {
+        if k == 0 {
+            return 0.0;
+        }
+        let spread = self.jitter.clamp(0.0, 0.5) * self.interval(k - 1);
+        self.point(k) + spread * unit(seed, k)
+    }
+
+    /// The first un-jittered point index whose time is strictly after `after` seconds.
+    fn first_point_after(&self, after: f64) -> u64 {
+        if after < 0.0 {
+            return 0;
+        }
+        let (a, g) = (self.initial_secs(), self.growth());
+        let mut k = if g < 1e-9 {
+            (after / a.min(self.max_secs())).floor() as u64
+        } else {
+            let (cap_k, cap_t) = self.cap();
+            if after < cap_t {
+                ((after * g / a + 1.0).ln() / self.multiplier.ln()).floor() as u64
+            } else {
+                cap_k + ((after - cap_t) / self.max_secs()).floor() as u64
+            }
+        };
+        // Correct floating-point rounding either way.
+        while k > 0 && self.point(k) > after {
+            k -= 1;
+        }
+        while self.point(k) <= after {
+            k += 1;
+        }
+        k
+    }
+
+    /// Seconds (since the last change) of the first scheduled poll strictly after `after`.
+    pub fn next_after(&self, after: f64, seed: u64) -> f64 {
+        let k = self.first_point_after(after);
+        let lo = k.saturating_sub(1);
+        (lo..=k + 1)
+            .map(|i| self.jittered_point(i, seed))
+            .filter(|t| *t > after)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// How many polls the schedule makes in the first `elapsed` seconds, counting point 0.
+    pub fn polls_within(&self, elapsed: f64, seed: u64) -> u64 {
+        let mut count = 0;
+        let mut t = -1.0;
+        loop {
+            t = self.next_after(t, seed);
+            if t > elapsed {
+                return count;
+            }
+            count += 1;
+        }
+    }
+}
+
+/// A deterministic value in [-1, 1] for (seed, k) (splitmix64).
+fn unit(seed: u64, k: u64) -> f64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// A stable seed from an object's uid.
+pub fn seed_of(uid: &str) -> u64 {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    uid.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(initial: f64, max: f64, multiplier: f64, jitter: f64) -> Schedule {
+        Schedule {
+            initial: Duration::from_secs_f64(initial),
+            max: Duration::from_secs_f64(max),
+            multiplier,
+            jitter,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn points_follow_the_formula_until_the_cap_then_are_evenly_spaced() {
+        // interval(t) = min(20, 1 + 1·t): 0, 1, 3, 7, 15, 35, 55, …
+        let s = schedule(1.0, 20.0, 2.0, 0.0);
+        let want = [0.0, 1.0, 3.0, 7.0, 15.0, 35.0, 55.0, 75.0];
+        for (k, w) in want.iter().enumerate() {
+            assert!(close(s.point(k as u64), *w), "point {k}: {} != {w}", s.point(k as u64));
+        }
+        // Every step obeys the formula from the design.
+        for k in 0..30 {
+            let t = s.point(k);
+            assert!(close(s.interval(k), (1.0 + t).min(20.0)), "k={k}");
+        }
+    }
+
+    #[test]
+    fn a_multiplier_of_one_is_a_fixed_interval() {
+        let s = schedule(10.0, 60.0, 1.0, 0.0);
+        assert!(close(s.point(3), 30.0));
+        assert!(close(s.next_after(25.0, 0), 30.0));
+    }
+
+    #[test]
+    fn initial_larger_than_max_uses_max() {
+        let s = schedule(30.0, 10.0, 2.0, 0.0);
+        assert!(close(s.point(2), 60.0));
+    }
+
+    #[test]
+    fn next_after_is_strictly_after_and_is_a_schedule_point() {
+        let s = schedule(2.0, 30.0, 1.5, 0.0);
+        let points: Vec<f64> = (0..40).map(|k| s.point(k)).collect();
+        for x in [0.0, 0.5, 2.0, 2.0001, 5.0, 100.0, 1000.0] {
+            let next = s.next_after(x, 1);
+            assert!(next > x);
+            let expected = points.iter().copied().find(|p| *p > x).unwrap();
+            assert!(close(next, expected), "after {x}: {next} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn jitter_moves_points_within_bounds_deterministically_and_keeps_order() {
+        let s = schedule(1.0, 10.0, 2.0, 0.5);
+        for seed in [1u64, 42, seed_of("a-uid")] {
+            let mut last = 0.0;
+            for k in 1..50 {
+                let p = s.jittered_point(k, seed);
+                let spread = 0.5 * s.interval(k - 1);
+                assert!((p - s.point(k)).abs() <= spread + 1e-9);
+                assert!(p >= last, "order broken at {k}");
+                assert_eq!(p, s.jittered_point(k, seed), "not deterministic");
+                last = p;
+            }
+        }
+        // Different objects get different offsets.
+        assert_ne!(s.jittered_point(5, 1), s.jittered_point(5, 2));
+    }
+
+    #[test]
+    fn counts_polls_in_a_window() {
+        let s = schedule(1.0, 20.0, 2.0, 0.0);
+        // Points 0, 1, 3, 7 fall within 7 s; 15 does not.
+        assert_eq!(s.polls_within(7.0, 0), 4);
+        assert_eq!(s.polls_within(14.9, 0), 4);
+        assert_eq!(s.polls_within(15.0, 0), 5);
+    }
+
+    #[test]
+    fn far_future_is_cheap_and_exact() {
+        let s = schedule(5.0, 60.0, 1.5, 0.0);
+        let after = 30.0 * 86_400.0;
+        let next = s.next_after(after, 0);
+        assert!(next > after && next - after <= 60.0 + 1e-6);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn next_after_always_moves_forward(
+            initial in 0.01f64..100.0, max in 0.01f64..1000.0, mult in 1.0f64..10.0,
+            jitter in 0.0f64..0.5, after in -10.0f64..1e6, seed in proptest::num::u64::ANY,
+        ) {
+            let s = schedule(initial, max, mult, jitter);
+            let next = s.next_after(after, seed);
+            proptest::prop_assert!(next > after);
+            proptest::prop_assert!(next - after <= s.max_secs() * 1.5 + 1e-6 || after < 0.0);
+        }
+    }
+}

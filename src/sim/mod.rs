@@ -1,0 +1,115 @@
+//! The upstream simulator: a scriptable Google AIP-151 (`google.longrunning.Operation`)
+//! HTTP/JSON service under `/v1`, plus a test admin API under `/sim` (stats, forced outcomes,
+//! reset). Tests and the demo drive the real operator against it.
+
+mod admin;
+mod google;
+mod render;
+mod script;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{any, get, post};
+
+pub use script::{Outcome, Script};
+pub use state::SimState;
+
+/// Command-line arguments of `lro-operator sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8480; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+}
+
+/// Why the simulator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Installing a signal handler failed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+    /// Any other I/O error (announcing the address, serving).
+    #[error("simulator I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Binds `args.listen`, prints `sim listening on http://ADDR` to stdout once bound, then
+/// serves until SIGTERM or SIGINT (graceful shutdown).
+pub async fn run(args: SimArgs) -> Result<(), SimError> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "sim listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, "simulator listening");
+    axum::serve(listener, router(SimState::default()))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
+/// The simulator's routes over `state` (for in-process use).
+pub fn router(state: SimState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/{*rest}", any(google::dispatch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            google::log_requests,
+        ));
+    let admin = Router::new()
+        .route("/sim/operations", post(admin::create_operation))
+        .route("/sim/operations/{id}/finish", post(admin::finish))
+        .route("/sim/stats", get(admin::stats))
+        .route("/sim/reset", post(admin::reset));
+    v1.merge(admin)
+        .fallback(|| async { render::error_response(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// Resolves on SIGTERM or SIGINT. Handlers are installed before returning (and before the
+/// "listening" line is printed), so no signal sent after that line is lost.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, SimError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(SimError::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(SimError::Signal)?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! How a simulated operation behaves: the `simulate` object of a create request.
+
+use serde::{Deserialize, Serialize};
+
+/// How a simulated operation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// `done` with a `response` carrying the resource.
+    #[default]
+    Success,
+    /// `done` with `error` = the scripted code and message.
+    Error,
+    /// `done` with `error.code` 1 (CANCELLED).
+    Cancelled,
+}
+
+impl Outcome {
+    /// The lowercase wire name (`success`, `error`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The script of one operation; every field has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Script {
+    /// Seconds from creation until the operation is done (0 = done at once).
+    pub duration_seconds: f64,
+    /// How the operation ends.
+    pub outcome: Outcome,
+    /// `google.rpc.Code` of the error when `outcome` is `error`.
+    pub error_code: i32,
+    /// Message of the error when `outcome` is `error`.
+    pub error_message: String,
+    /// Whether metadata carries `progressPercentage`.
+    pub progress: bool,
+    /// Granularity of `progressPercentage` (rounded down to a multiple of it).
+    pub progress_step: u32,
+    /// Whether metadata carries `steps`.
+    pub steps: bool,
+    /// If set, the create is rejected with this HTTP status and nothing is created.
+    pub start_status: Option<u16>,
+    /// Delay between creating the operation and answering the create request.
+    pub start_delay_ms: u64,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            duration_seconds: 10.0,
+            outcome: Outcome::Success,
+            error_code: 9,
+            error_message: "simulated failure".to_owned(),
+            progress: true,
+            progress_step: 10,
+            steps: false,
+            start_status: None,
+            start_delay_ms: 0,
+        }
+    }
+}
+
+impl Script {
+    /// Parses and validates a `simulate` object; `null` means all defaults.
+    pub fn from_json(value: serde_json::Value) -> Result<Script, String> {
+        if value.is_null() {
+            return Ok(Script::default());
+        }
+        let script: Script =
+            serde_json::from_value(value).map_err(|e| format!("invalid simulate: {e}"))?;
+        if !script.duration_seconds.is_finite() || script.duration_seconds < 0.0 {
+            return Err("invalid simulate: durationSeconds must be a number >= 0".to_owned());
+        }
+        if let Some(status) = script.start_status
+            && !(400..=599).contains(&status)
+        {
+            return Err("invalid simulate: startStatus must be within 400..=599".to_owned());
+        }
+        Ok(script)
+    }
+
+    /// The scripted duration in whole milliseconds (saturating).
+    pub fn duration_ms(&self) -> u64 {
+        // `as` saturates for floats; the value was validated to be finite and >= 0.
+        (self.duration_seconds * 1000.0).round() as u64
+    }
+}
+
+/// Parses a request body that must be a JSON object; an empty body is `{}`.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the request body must be a JSON object".to_owned()),
+        Err(e) => Err(format!("invalid JSON body: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_validation() {
+        assert_eq!(Script::from_json(json!(null)), Ok(Script::default()));
+        assert_eq!(Script::from_json(json!({})), Ok(Script::default()));
+        let s = Script::from_json(json!({"durationSeconds": 0.3, "outcome": "error"}));
+        assert_eq!(s.as_ref().map(|s| s.duration_ms()), Ok(300));
+        assert_eq!(s.map(|s| s.outcome), Ok(Outcome::Error));
+        assert!(Script::from_json(json!({"durationSeconds": -1})).is_err());
+        assert!(Script::from_json(json!({"outcome": "maybe"})).is_err());
+        assert!(Script::from_json(json!({"startStatus": 200})).is_err());
+        assert!(Script::from_json(json!({"durationSecs": 1})).is_err());
+    }
+}
