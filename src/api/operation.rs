@@ -140,7 +140,7 @@ pub struct StartRequest {
 }
 
 /// An existing upstream operation to adopt: exactly one of its `name`, `id` or `url`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[x_kube(validation = kube::core::Rule::new("[has(self.name), has(self.id), has(self.url)].filter(x, x).size() == 1")
     .message("set exactly one of operation.name (google), operation.id or operation.url"))]
 #[serde(rename_all = "camelCase")]

@@ -44,6 +44,8 @@ pub struct ProviderSpec {
 }
 
 /// A namespaced upstream API, usable by `LongRunningOperation`s of the same namespace.
+// clippy mistakes two printcolumns with the same `type_` for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "lro.dev",
@@ -69,6 +71,7 @@ pub struct OperationProviderSpec {
 }
 
 /// A cluster-wide upstream API, usable by `LongRunningOperation`s of the namespaces it admits.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "lro.dev",

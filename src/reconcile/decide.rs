@@ -195,13 +195,7 @@ impl Decider<'_> {
             self.conditions("Starting", "sending the start request");
             return Action::Start { request_id };
         }
-        let adopted = self.input.spec.operation.clone().unwrap_or_else(|| {
-            crate::api::OperationRef {
-                name: None,
-                id: None,
-                url: None,
-            }
-        });
+        let adopted = self.input.spec.operation.clone().unwrap_or_default();
         self.status.phase = Some(Phase::Running);
         self.status.operation = Some(OperationHandle {
             name: adopted.name,
