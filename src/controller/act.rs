@@ -36,7 +36,12 @@ pub async fn start(
         }
         Ok(answer) => {
             let error = dialect.parse_error(&answer);
-            memory.record_failure(now, describe(&answer, &error.message), protocol::retry_after(&answer, SystemTime::now()), false);
+            memory.record_failure(
+                now,
+                describe(&answer, &error.message),
+                protocol::retry_after(&answer, SystemTime::now()),
+                false,
+            );
             Event::StartLost(format!("HTTP {}: {}", answer.status, error.message))
         }
         Err(e) => {
@@ -73,7 +78,13 @@ pub async fn poll(
             let error = dialect.parse_error(&answer);
             let not_found = matches!(answer.status, 404 | 410);
             let retry_after = protocol::retry_after(&answer, SystemTime::now());
-            failed(memory, now, describe(&answer, &error.message), retry_after, not_found)
+            failed(
+                memory,
+                now,
+                describe(&answer, &error.message),
+                retry_after,
+                not_found,
+            )
         }
         Err(e) => failed(memory, now, upstream_error(&e), None, false),
     }
@@ -104,9 +115,16 @@ pub async fn cancel(
         }
         Ok(answer) => {
             let error = dialect.parse_error(&answer);
-            Event::CancelLost(describe(&answer, &error.message))
+            let message = describe(&answer, &error.message);
+            let retry_after = protocol::retry_after(&answer, SystemTime::now());
+            memory.record_failure(jiff::Timestamp::now(), message.clone(), retry_after, false);
+            Event::CancelLost(message)
         }
-        Err(e) => Event::CancelLost(upstream_error(&e)),
+        Err(e) => {
+            let message = upstream_error(&e);
+            memory.record_failure(jiff::Timestamp::now(), message.clone(), None, false);
+            Event::CancelLost(message)
+        }
     }
 }
 

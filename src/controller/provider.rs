@@ -20,7 +20,10 @@ pub enum Target<'a> {
 }
 
 /// The operations (from the controller's cache) that use `target`.
-pub fn users_of(store: &Store<LongRunningOperation>, target: Target<'_>) -> Vec<ObjectRef<LongRunningOperation>> {
+pub fn users_of(
+    store: &Store<LongRunningOperation>,
+    target: Target<'_>,
+) -> Vec<ObjectRef<LongRunningOperation>> {
     let (kind, name, namespace) = match target {
         Target::Namespaced(p) => (ProviderKind::OperationProvider, p.name_any(), p.namespace()),
         Target::Cluster(p) => (ProviderKind::ClusterOperationProvider, p.name_any(), None),
@@ -55,7 +58,11 @@ pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Provi
                     "OperationProvider {:?} not found in namespace {namespace:?} (an operation can only use a provider of its own namespace, or a ClusterOperationProvider)",
                     reference.name
                 )),
-                Err(e) => Err(format!("cannot read OperationProvider {:?}: {}", reference.name, short(&e))),
+                Err(e) => Err(format!(
+                    "cannot read OperationProvider {:?}: {}",
+                    reference.name,
+                    short(&e)
+                )),
             }
         }
         ProviderKind::ClusterOperationProvider => {
@@ -63,7 +70,10 @@ pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Provi
             let provider = match api.get_opt(&reference.name).await {
                 Ok(Some(p)) => p,
                 Ok(None) => {
-                    return Err(format!("ClusterOperationProvider {:?} not found", reference.name));
+                    return Err(format!(
+                        "ClusterOperationProvider {:?} not found",
+                        reference.name
+                    ));
                 }
                 Err(e) => {
                     return Err(format!(
@@ -78,7 +88,12 @@ pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Provi
                 let labels = match namespaces.get_opt(&namespace).await {
                     Ok(Some(ns)) => ns.labels().clone(),
                     Ok(None) => Default::default(),
-                    Err(e) => return Err(format!("cannot read namespace {namespace:?}: {}", short(&e))),
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot read namespace {namespace:?}: {}",
+                            short(&e)
+                        ));
+                    }
                 };
                 if !selector_matches(selector, &labels) {
                     return Err(format!(
@@ -101,10 +116,19 @@ pub fn policy(op: &PollingSpec, provider: &PollingSpec, defaults: Schedule) -> P
     };
     Policy {
         schedule: Schedule {
-            initial: duration(&op.initial_interval, &provider.initial_interval).unwrap_or(defaults.initial),
+            initial: duration(&op.initial_interval, &provider.initial_interval)
+                .unwrap_or(defaults.initial),
             max: duration(&op.max_interval, &provider.max_interval).unwrap_or(defaults.max),
-            multiplier: op.multiplier.or(provider.multiplier).unwrap_or(defaults.multiplier).max(1.0),
-            jitter: op.jitter.or(provider.jitter).unwrap_or(defaults.jitter).clamp(0.0, 0.5),
+            multiplier: op
+                .multiplier
+                .or(provider.multiplier)
+                .unwrap_or(defaults.multiplier)
+                .max(1.0),
+            jitter: op
+                .jitter
+                .or(provider.jitter)
+                .unwrap_or(defaults.jitter)
+                .clamp(0.0, 0.5),
         },
         timeout: duration(&op.timeout, &provider.timeout),
     }
@@ -172,7 +196,10 @@ mod tests {
 
     #[test]
     fn policy_prefers_the_operation_then_the_provider_then_the_flags() {
-        let op = PollingSpec { initial_interval: Some("2s".into()), ..Default::default() };
+        let op = PollingSpec {
+            initial_interval: Some("2s".into()),
+            ..Default::default()
+        };
         let provider = PollingSpec {
             initial_interval: Some("9s".into()),
             max_interval: Some("30s".into()),

@@ -7,8 +7,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info_span};
 
-use super::{Context, ReconcileError, act, provider, status};
 use super::Remembered;
+use super::{Context, ReconcileError, act, provider, status};
 use crate::api::{LongRunningOperation, LongRunningOperationStatus, PollingSpec};
 use crate::protocol::dialect;
 use crate::reconcile::{Action, Caps, Event, Input, Memory, Policy, decide};
@@ -41,7 +41,9 @@ async fn reconcile_inner(
     op: Arc<LongRunningOperation>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
-    let namespace = op.namespace().ok_or(ReconcileError::Malformed("a namespace"))?;
+    let namespace = op
+        .namespace()
+        .ok_or(ReconcileError::Malformed("a namespace"))?;
     let uid = op.uid().ok_or(ReconcileError::Malformed("a uid"))?;
     let name = op.name_any();
     let api: Api<LongRunningOperation> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -52,7 +54,9 @@ async fn reconcile_inner(
         _ => op.status.clone().unwrap_or_default(),
     };
 
-    if current.phase.is_some_and(|p| p.is_terminal()) && current.observed_generation == op.metadata.generation {
+    if current.phase.is_some_and(|p| p.is_terminal())
+        && current.observed_generation == op.metadata.generation
+    {
         forget(&ctx, &uid);
         return Ok(Requeue::await_change());
     }
@@ -108,10 +112,22 @@ async fn reconcile_inner(
                     return Ok(Requeue::await_change());
                 };
                 debug!(request_id, "sending the start request");
-                act::start(&ctx.upstream, provider_spec, dialect, start, &request_id, &mut memory).await
+                act::start(
+                    &ctx.upstream,
+                    provider_spec,
+                    dialect,
+                    start,
+                    &request_id,
+                    &mut memory,
+                )
+                .await
             }
-            Action::Poll => act::poll(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await,
-            Action::Cancel => act::cancel(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await,
+            Action::Poll => {
+                act::poll(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await
+            }
+            Action::Cancel => {
+                act::cancel(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await
+            }
             Action::Wait(after) => {
                 if current.phase.is_some_and(|p| p.is_terminal()) {
                     forget(&ctx, &uid);
@@ -128,7 +144,11 @@ async fn reconcile_inner(
 }
 
 /// What to do with a failed reconcile: retry soon, with the error logged.
-pub fn error_policy(op: Arc<LongRunningOperation>, error: &ReconcileError, _ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(
+    op: Arc<LongRunningOperation>,
+    error: &ReconcileError,
+    _ctx: Arc<Context>,
+) -> Requeue {
     tracing::warn!(namespace = op.namespace().unwrap_or_default(), name = op.name_any(), %error, "reconcile failed");
     Requeue::requeue(Duration::from_secs(5))
 }

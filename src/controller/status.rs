@@ -19,9 +19,13 @@ pub async fn write(
         "kind": "LongRunningOperation",
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Records notices as Kubernetes Events on `op` (failures are logged, never fatal).

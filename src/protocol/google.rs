@@ -133,7 +133,9 @@ impl Dialect for Google {
 /// Reads an Operation object into an observation.
 fn observe(op: &Value) -> Result<Observation, ParseError> {
     let Some(obj) = op.as_object() else {
-        return Err(ParseError::Shape("an Operation must be a JSON object".into()));
+        return Err(ParseError::Shape(
+            "an Operation must be a JSON object".into(),
+        ));
     };
     let done = match obj.get("done") {
         None | Some(Value::Null) => false,
@@ -161,7 +163,10 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
         progress,
         ..Observation::default()
     };
-    match (obj.get("error").filter(|e| !e.is_null()), obj.get("response").filter(|r| !r.is_null())) {
+    match (
+        obj.get("error").filter(|e| !e.is_null()),
+        obj.get("response").filter(|r| !r.is_null()),
+    ) {
         (Some(error), _) => {
             let code = error.get("code").and_then(Value::as_i64).unwrap_or(2);
             let message = error
@@ -176,7 +181,12 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
             };
             observation.error = Some(OperationError {
                 // An error object carrying OK is malformed: report it as UNKNOWN.
-                code: if code == 0 { "UNKNOWN" } else { rpc_code_name(code) }.to_owned(),
+                code: if code == 0 {
+                    "UNKNOWN"
+                } else {
+                    rpc_code_name(code)
+                }
+                .to_owned(),
                 provider_code: Some(code.to_string()),
                 http_status: None,
                 message,
@@ -263,7 +273,8 @@ mod tests {
 
     #[test]
     fn progress_is_absent_when_metadata_has_none() {
-        let obs = poll(json!({"name": "operations/a", "metadata": {"@type": "x", "startTime": "t"}}));
+        let obs =
+            poll(json!({"name": "operations/a", "metadata": {"@type": "x", "startTime": "t"}}));
         assert_eq!(obs.progress, None);
         let obs = poll(json!({"name": "operations/a"}));
         assert_eq!(obs.progress, None);
@@ -271,14 +282,24 @@ mod tests {
 
     #[test]
     fn progress_from_other_spellings_is_clamped() {
-        assert_eq!(poll(json!({"metadata": {"progress_percent": 12.7}})).progress, Some(12));
-        assert_eq!(poll(json!({"metadata": {"percentComplete": "250"}})).progress, Some(100));
-        assert_eq!(poll(json!({"metadata": {"progressPercent": -3}})).progress, Some(0));
+        assert_eq!(
+            poll(json!({"metadata": {"progress_percent": 12.7}})).progress,
+            Some(12)
+        );
+        assert_eq!(
+            poll(json!({"metadata": {"percentComplete": "250"}})).progress,
+            Some(100)
+        );
+        assert_eq!(
+            poll(json!({"metadata": {"progressPercent": -3}})).progress,
+            Some(0)
+        );
     }
 
     #[test]
     fn done_with_response_succeeds_with_the_response_as_result() {
-        let response = json!({"@type": "type.googleapis.com/x.Cluster", "name": "projects/p/clusters/c1"});
+        let response =
+            json!({"@type": "type.googleapis.com/x.Cluster", "name": "projects/p/clusters/c1"});
         let obs = poll(json!({"name": "operations/a", "done": true, "response": response}));
         assert_eq!(obs.state, UpstreamState::Succeeded);
         assert_eq!(obs.result, Some(response));
@@ -321,12 +342,33 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_parse_errors() {
-        let answer = HttpAnswer { status: 200, headers: vec![], body: b"<html>".to_vec() };
-        assert!(matches!(Google.parse_poll(&answer), Err(ParseError::NotJson(_))));
-        let answer = HttpAnswer { status: 200, headers: vec![], body: b"[1]".to_vec() };
-        assert!(matches!(Google.parse_poll(&answer), Err(ParseError::Shape(_))));
-        let answer = HttpAnswer { status: 200, headers: vec![], body: br#"{"done":"yes"}"#.to_vec() };
-        assert!(matches!(Google.parse_poll(&answer), Err(ParseError::Shape(_))));
+        let answer = HttpAnswer {
+            status: 200,
+            headers: vec![],
+            body: b"<html>".to_vec(),
+        };
+        assert!(matches!(
+            Google.parse_poll(&answer),
+            Err(ParseError::NotJson(_))
+        ));
+        let answer = HttpAnswer {
+            status: 200,
+            headers: vec![],
+            body: b"[1]".to_vec(),
+        };
+        assert!(matches!(
+            Google.parse_poll(&answer),
+            Err(ParseError::Shape(_))
+        ));
+        let answer = HttpAnswer {
+            status: 200,
+            headers: vec![],
+            body: br#"{"done":"yes"}"#.to_vec(),
+        };
+        assert!(matches!(
+            Google.parse_poll(&answer),
+            Err(ParseError::Shape(_))
+        ));
     }
 
     #[test]
@@ -337,7 +379,11 @@ mod tests {
         .unwrap();
         let request = Google.start_request(&start, "uid-1");
         assert_eq!(request.method, reqwest::Method::POST);
-        assert!(request.query.contains(&("requestId".into(), "uid-1".into())));
+        assert!(
+            request
+                .query
+                .contains(&("requestId".into(), "uid-1".into()))
+        );
         assert_eq!(request.body, Some(json!({"size": 3})));
         let answer = HttpAnswer {
             status: 200,
@@ -347,13 +393,20 @@ mod tests {
         let started = Google.parse_start(&answer).unwrap();
         assert_eq!(started.handle.name.as_deref(), Some("operations/op-7"));
         assert_eq!(started.observation.progress, Some(0));
-        let nameless = HttpAnswer { status: 200, headers: vec![], body: b"{}".to_vec() };
+        let nameless = HttpAnswer {
+            status: 200,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        };
         assert!(Google.parse_start(&nameless).is_err());
     }
 
     #[test]
     fn cancel_posts_to_name_colon_cancel() {
-        let handle = OperationHandle { name: Some("operations/op-1".into()), ..Default::default() };
+        let handle = OperationHandle {
+            name: Some("operations/op-1".into()),
+            ..Default::default()
+        };
         let request = Google.cancel_request(&handle).unwrap();
         assert_eq!(request.path, "operations/op-1:cancel");
         assert_eq!(request.method, reqwest::Method::POST);
@@ -370,7 +423,11 @@ mod tests {
         assert_eq!(error.code, "INVALID_ARGUMENT");
         assert_eq!(error.http_status, Some(400));
         assert_eq!(error.message, "size must be positive");
-        let bare = HttpAnswer { status: 403, headers: vec![], body: b"nope".to_vec() };
+        let bare = HttpAnswer {
+            status: 403,
+            headers: vec![],
+            body: b"nope".to_vec(),
+        };
         assert_eq!(Google.parse_error(&bare).code, "PERMISSION_DENIED");
     }
 

@@ -29,7 +29,15 @@ pub fn set_from_phase(
         (condition::RECONCILING, reconciling),
         (condition::STALLED, stalled),
     ] {
-        upsert(&mut status.conditions, kind, value, reason, message, generation, now);
+        upsert(
+            &mut status.conditions,
+            kind,
+            value,
+            reason,
+            message,
+            generation,
+            now,
+        );
     }
 }
 

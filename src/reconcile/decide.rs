@@ -19,6 +19,9 @@ pub const STUCK_AFTER_FAILURES: u32 = 3;
 pub const NOT_FOUND_GRACE: Duration = Duration::from_secs(60);
 /// How soon to look again when the provider cannot be used.
 pub const PROVIDER_RETRY: Duration = Duration::from_secs(30);
+/// Shown while `spec.cancel` asks for what the protocol cannot do.
+const CANCEL_UNSUPPORTED: &str =
+    "cannot cancel: this protocol has no cancel request; the operation keeps running";
 
 /// The poll schedule and deadline that apply to one operation.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -166,6 +169,10 @@ impl Decider<'_> {
         }
         match (phase, self.input.event) {
             (_, Event::ProviderUnavailable(why)) => {
+                // The deadline holds even while the provider cannot be used.
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
                 if phase.is_none() {
                     self.status.phase = Some(Phase::Pending);
                 }
@@ -257,7 +264,9 @@ impl Decider<'_> {
                 }
                 if !self.input.caps.idempotent_start {
                     // The intent is recorded but no answer was: it may or may not have been created.
-                    return self.start_outcome_unknown("the operator stopped before the answer was recorded");
+                    return self.start_outcome_unknown(
+                        "the operator stopped before the answer was recorded",
+                    );
                 }
                 if self.input.memory.failures == 0 || self.due() {
                     Action::Start { request_id }
@@ -312,9 +321,7 @@ impl Decider<'_> {
         if self.input.spec.cancel && !memory.cancel_refused {
             if !self.input.caps.can_cancel {
                 self.status.phase = Some(Phase::Running);
-                let message =
-                    "cannot cancel: this protocol has no cancel request; the operation keeps running"
-                        .to_owned();
+                let message = CANCEL_UNSUPPORTED.to_owned();
                 if self.status.message.as_deref() != Some(message.as_str()) {
                     self.notice(true, "CancelUnsupported", message.clone());
                 }
@@ -325,7 +332,11 @@ impl Decider<'_> {
                 let message = "sending the cancel request".to_owned();
                 self.status.message = Some(message.clone());
                 self.conditions("Cancelling", &message);
-                self.notice(false, "Cancelling", "cancel requested by spec.cancel".into());
+                self.notice(
+                    false,
+                    "Cancelling",
+                    "cancel requested by spec.cancel".into(),
+                );
                 return Action::Cancel;
             } else if !memory.cancel_sent && self.due() {
                 return Action::Cancel;
@@ -363,18 +374,19 @@ impl Decider<'_> {
         }
         if memory.failures >= STUCK_AFTER_FAILURES {
             let since = memory.failing_since.unwrap_or(self.input.now);
+            // No failure count in the message: it would change, and be written, on every failed poll.
             let message = format!(
-                "the upstream has not answered usefully since {} ({} failed polls); last error: {}",
+                "the upstream has not answered usefully since {}; last error: {}",
                 time(since).0,
-                memory.failures,
                 failure.message
             );
-            let was_unavailable = conditions::find(&self.status.conditions, crate::api::condition::RECONCILING)
-                .is_some_and(|c| c.reason == "UpstreamUnavailable");
+            let was_unavailable =
+                conditions::find(&self.status.conditions, crate::api::condition::RECONCILING)
+                    .is_some_and(|c| c.reason == "UpstreamUnavailable");
             if !was_unavailable {
                 self.notice(true, "UpstreamUnavailable", message.clone());
             }
-            // The condition carries the details; the message stays stable to avoid a write per failure.
+            // The condition carries the details; status.message stays as it was.
             self.conditions("UpstreamUnavailable", &message);
         }
         self.wait_for_next_poll()
@@ -416,18 +428,38 @@ impl Decider<'_> {
             }
             None => {
                 let cancelling = self.status.phase == Some(Phase::Cancelling);
-                let message = observation.message.clone().unwrap_or_else(|| {
-                    if cancelling {
+                // While spec.cancel asks for a cancel the protocol lacks, keep saying so: switching
+                // back to "Polling" here would flip the message (and a warning) on every poll.
+                let unsupported = !cancelling
+                    && self.input.spec.cancel
+                    && !self.input.caps.can_cancel
+                    && !self.input.memory.cancel_refused;
+                let message = match &observation.message {
+                    _ if unsupported => CANCEL_UNSUPPORTED.to_owned(),
+                    Some(note) => note.clone(),
+                    None if cancelling => {
                         "cancel requested; waiting for the upstream to confirm".into()
-                    } else {
-                        format!("polling {}", self.handle_label())
                     }
-                });
+                    None => format!("polling {}", self.handle_label()),
+                };
                 self.status.message = Some(message.clone());
-                if self.visible() != before {
+                // Only what the upstream said counts as news (lastChangeAt drives the schedule);
+                // a message the operator wrote itself does not.
+                let after = self.visible();
+                let news = (&after.0, after.1, &after.2) != (&before.0, before.1, &before.2)
+                    || (observation.message.is_some()
+                        && after.3 == observation.message
+                        && after.3 != before.3);
+                if news {
                     self.status.last_change_at = Some(micro_time(self.input.now));
                 }
-                let reason = if cancelling { "Cancelling" } else { "Polling" };
+                let reason = if cancelling {
+                    "Cancelling"
+                } else if unsupported {
+                    "CancelUnsupported"
+                } else {
+                    "Polling"
+                };
                 self.conditions(reason, &message);
                 if let Some(action) = self.timed_out() {
                     return action;
@@ -511,7 +543,9 @@ impl Decider<'_> {
         }
         let wait = at.duration_since(self.input.now).as_secs_f64().max(0.0);
         // Never spin: a poll that is due now is taken on the next reconcile, a few ms later.
-        Action::Wait(Some(Duration::from_secs_f64(wait).max(Duration::from_millis(50))))
+        Action::Wait(Some(
+            Duration::from_secs_f64(wait).max(Duration::from_millis(50)),
+        ))
     }
 
     fn conditions(&mut self, reason: &str, message: &str) {

@@ -9,7 +9,7 @@ mod decide;
 mod memory;
 pub mod schedule;
 
-pub use decide::{Action, Caps, Decision, Event, Input, Notice, PollFailure, Policy, decide};
+pub use decide::{Action, Caps, Decision, Event, Input, Notice, Policy, PollFailure, decide};
 pub use memory::Memory;
 pub use schedule::Schedule;
 

@@ -61,7 +61,11 @@ impl Upstream {
     }
 
     /// Sends `request` to the provider at `base_url` and reads the answer.
-    pub async fn send(&self, base_url: &str, request: &RequestSpec) -> Result<HttpAnswer, UpstreamError> {
+    pub async fn send(
+        &self,
+        base_url: &str,
+        request: &RequestSpec,
+    ) -> Result<HttpAnswer, UpstreamError> {
         let url = resolve(base_url, &request.path)?;
         let shown = display_url(&url);
         let mut builder = self.http.request(request.method.clone(), url);
@@ -182,6 +186,12 @@ mod tests {
         assert!(resolve("https://api.example.com/v1", "http://api.example.com/x").is_err());
         assert!(resolve("https://api.example.com/v1", "//evil.example.com/x").is_err());
         assert!(resolve("https://api.example.com/v1", "../../x").is_err());
-        assert!(resolve("https://api.example.com/v1", "https://api.example.com/v1/operations/x").is_ok());
+        assert!(
+            resolve(
+                "https://api.example.com/v1",
+                "https://api.example.com/v1/operations/x"
+            )
+            .is_ok()
+        );
     }
 }

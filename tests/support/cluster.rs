@@ -60,7 +60,10 @@ async fn start() -> Cluster {
     };
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/lro.dev.yaml");
     cluster
-        .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds], None)
+        .kubectl(
+            &["apply", "--server-side", "--force-conflicts", "-f", crds],
+            None,
+        )
         .await
         .assert_ok();
     let mut wait = vec!["wait", "--for", "condition=established", "--timeout=60s"];

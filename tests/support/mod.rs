@@ -1,0 +1,372 @@
+//! The end-to-end harness: a real control plane, the real `lro-operator` binary (as `sim` and as
+//! `run`), real `kubectl`. Each [`TestEnv`] owns a namespace, a simulator, a provider and an operator.
+
+mod cluster;
+mod status_log;
+
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::PostParams;
+use lro_operator::api::{LongRunningOperation, LongRunningOperationStatus, Phase};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use cluster::Output;
+use cluster::{Cluster, cluster};
+use status_log::StatusLog;
+
+/// The name of the `OperationProvider` every environment creates.
+pub const PROVIDER: &str = "sim";
+/// How often [`TestEnv::wait_for`] looks at the object.
+const POLL: Duration = Duration::from_millis(150);
+/// Lines of the operator's log printed when a test fails.
+const LOG_TAIL: usize = 80;
+const BIN: &str = env!("CARGO_BIN_EXE_lro-operator");
+/// Set to keep every environment's logs, not only those of failed tests.
+const KEEP_LOGS: &str = "LRO_E2E_KEEP_LOGS";
+
+/// One test's world: a fresh namespace with a simulator, a provider pointing at it, and an operator.
+pub struct TestEnv {
+    /// The namespace.
+    pub ns: String,
+    /// Operations in the namespace.
+    pub lros: Api<LongRunningOperation>,
+    cluster: &'static Cluster,
+    http: reqwest::Client,
+    /// `http://127.0.0.1:PORT`, the simulator's root.
+    sim_url: String,
+    status_log: StatusLog,
+    _sim: Child,
+    operator: Option<Child>,
+    /// Logs of the simulator and the operator; kept when the test fails.
+    logs: Option<tempfile::TempDir>,
+}
+
+impl TestEnv {
+    /// A namespace `<name>-<suffix>`, a simulator, provider `sim`, and a running operator.
+    pub async fn new(name: &str) -> TestEnv {
+        let cluster = cluster().await;
+        let client = cluster.client().await;
+        let ns = format!("{name}-{}", suffix());
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))
+            .unwrap_or_else(|e| panic!("namespace object: {e}"));
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create namespace {ns}: {e}"));
+        let lros = Api::namespaced(client, &ns);
+        let status_log = StatusLog::start(lros.clone()).await;
+        let logs = tempfile::Builder::new()
+            .prefix(&format!("lro-e2e-{ns}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a log dir: {e}"));
+        let (sim, sim_url) = start_sim(&log_file(&logs.path().join("sim.log"))).await;
+        let mut env = TestEnv {
+            ns,
+            lros,
+            cluster,
+            http: reqwest::Client::new(),
+            sim_url,
+            status_log,
+            _sim: sim,
+            operator: None,
+            logs: Some(logs),
+        };
+        let provider = json!({
+            "apiVersion": "lro.dev/v1alpha1",
+            "kind": "OperationProvider",
+            "metadata": {"name": PROVIDER},
+            "spec": {
+                "baseURL": format!("{}/v1", env.sim_url),
+                "protocol": "google",
+                "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
+            },
+        });
+        env.apply(&provider.to_string()).await.assert_ok();
+        env.start_operator().await;
+        env
+    }
+
+    // ------------------------------------------------------------------------------ operator
+
+    /// Starts `lro-operator run --namespace NS`, appending to the operator log.
+    pub async fn start_operator(&mut self) {
+        assert!(self.operator.is_none(), "the operator is already running");
+        let path = self.operator_log();
+        let mut log = log_file(&path);
+        let _ = writeln!(log, "===== e2e: operator started at unix ms {}", unix_ms());
+        let stdout = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", path.display()));
+        let child = Command::new(BIN)
+            .args(["run", "--namespace", &self.ns])
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            .env("RUST_LOG", "info,lro_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN} run: {e}"));
+        self.operator = Some(child);
+    }
+
+    /// Kills the operator (SIGKILL: a crash, not a graceful stop) and waits for it to exit.
+    pub async fn kill_operator(&mut self) {
+        let mut child = self.operator.take().expect("the operator is not running");
+        child
+            .kill()
+            .await
+            .unwrap_or_else(|e| panic!("cannot kill the operator: {e}"));
+        let mut log = log_file(&self.operator_log());
+        let _ = writeln!(log, "===== e2e: operator killed at unix ms {}", unix_ms());
+    }
+
+    fn operator_log(&self) -> PathBuf {
+        self.log_dir().join("operator.log")
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.logs
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default()
+    }
+
+    // ------------------------------------------------------------------------------ kubectl
+
+    /// `kubectl -n NS ARGS…`.
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.cluster.kubectl(&self.namespaced(args), None).await
+    }
+
+    /// `kubectl -n NS apply -f -` with `manifest` (YAML or JSON) on stdin.
+    pub async fn apply(&self, manifest: &str) -> Output {
+        let args = self.namespaced(&["apply", "-f", "-"]);
+        self.cluster.kubectl(&args, Some(manifest)).await
+    }
+
+    fn namespaced<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        all
+    }
+
+    // ------------------------------------------------------------------------------ objects
+
+    /// The operation `name` (panics if it does not exist).
+    pub async fn get(&self, name: &str) -> LongRunningOperation {
+        self.lros
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot get lro/{name} in {}: {e}", self.ns))
+    }
+
+    /// Polls `name` until `predicate` holds; panics with the last status after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        predicate: impl Fn(&LongRunningOperation) -> bool,
+    ) -> LongRunningOperation {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let last = match self.lros.get_opt(name).await {
+                Ok(Some(op)) if predicate(&op) => return op,
+                Ok(Some(op)) => pretty(&op.status),
+                Ok(None) => "(not found)".into(),
+                Err(e) => format!("(get failed: {e})"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "lro/{name} in {}: not {what} within {timeout:?}; last status:\n{last}",
+                    self.ns
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `name` is in `phase`.
+    pub async fn wait_phase(
+        &self,
+        name: &str,
+        phase: Phase,
+        timeout: Duration,
+    ) -> LongRunningOperation {
+        let what = format!("in phase {}", phase.as_str());
+        self.wait_for(name, &what, timeout, |op| phase_of(op) == Some(phase))
+            .await
+    }
+
+    /// Every status the operator wrote to `name` since the environment was created, in order.
+    pub fn status_writes(&self, name: &str) -> Vec<LongRunningOperationStatus> {
+        self.status_log.writes(name)
+    }
+
+    // ------------------------------------------------------------------------------ simulator
+
+    /// `GET /sim/stats`.
+    pub async fn sim_stats(&self) -> Value {
+        self.sim_call(self.http.get(format!("{}/sim/stats", self.sim_url)))
+            .await
+    }
+
+    /// The stats of one simulated operation (`gets`, `cancels`, `getTimesMs`, …).
+    pub async fn sim_operation(&self, name: &str) -> Value {
+        let stats = self.sim_stats().await;
+        let op = &stats["operations"][name];
+        assert!(op.is_object(), "the simulator has no {name}: {stats:#}");
+        op.clone()
+    }
+
+    /// The operation as the upstream serves it (`GET /v1/NAME`; counts as a GET).
+    pub async fn sim_upstream(&self, name: &str) -> Value {
+        self.sim_call(self.http.get(format!("{}/v1/{name}", self.sim_url)))
+            .await
+    }
+
+    /// Creates an operation in the simulator (as if someone else had started it); returns its name.
+    pub async fn sim_adoptable(&self, script: Value) -> String {
+        let url = format!("{}/sim/operations", self.sim_url);
+        let op = self.sim_call(self.http.post(url).json(&script)).await;
+        op["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no name in {op}"))
+            .to_owned()
+    }
+
+    async fn sim_call(&self, request: reqwest::RequestBuilder) -> Value {
+        let response = request
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("simulator call failed: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("simulator answer is not JSON: {e}"))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        if failed || std::env::var_os(KEEP_LOGS).is_some() {
+            let dir = self.logs.take().map(tempfile::TempDir::keep);
+            let dir = dir.unwrap_or_default();
+            eprintln!(
+                "===== namespace {}: logs kept in {} (operator.log, sim.log)",
+                self.ns,
+                dir.display()
+            );
+            if failed {
+                let log = std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+                eprintln!("===== operator log tail:\n{tail}\n=====");
+                // Leave the namespace for inspection.
+                return;
+            }
+        }
+        // Best effort, not awaited: a bare apiserver never finishes deleting a namespace.
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+}
+
+/// Starts `lro-operator sim` on a free port; returns it and its root URL.
+async fn start_sim(log: &File) -> (Child, String) {
+    let stderr = log
+        .try_clone()
+        .unwrap_or_else(|e| panic!("cannot reopen the sim log: {e}"));
+    let mut child = Command::new(BIN)
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN} sim: {e}"));
+    let stdout = child.stdout.take().expect("sim stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the simulator did not announce its address within 30s")
+        .unwrap_or_else(|e| panic!("cannot read the simulator's stdout: {e}"))
+        .expect("the simulator exited before announcing its address");
+    let url = first
+        .strip_prefix("sim listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the simulator: {first:?}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// `path`, opened for appending (created if missing).
+fn log_file(path: &std::path::Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+}
+
+/// A short random lowercase suffix for namespace names.
+fn suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut n = std::collections::hash_map::RandomState::new()
+        .hash_one((COUNTER.fetch_add(1, Ordering::Relaxed), unix_ms()));
+    (0..6)
+        .map(|_| {
+            let digit = (n % 36) as u32;
+            n /= 36;
+            char::from_digit(digit, 36).unwrap_or('x')
+        })
+        .collect()
+}
+
+/// The wall clock in unix milliseconds (the simulator's clock).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The phase of `op`, if it has one.
+pub fn phase_of(op: &LongRunningOperation) -> Option<Phase> {
+    op.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The status of `op`; panics if it has none.
+#[track_caller]
+pub fn status_of(op: &LongRunningOperation) -> &LongRunningOperationStatus {
+    op.status.as_ref().unwrap_or_else(|| {
+        panic!(
+            "{} has no status",
+            op.metadata.name.as_deref().unwrap_or("?")
+        )
+    })
+}
+
+/// A JSON rendering of anything, for messages.
+pub fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("(unprintable: {e})"))
+}
