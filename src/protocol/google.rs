@@ -53,7 +53,7 @@ impl Dialect for Google {
         }
     }
 
-    fn parse_start(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
+    fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
         let op = answer.json()?;
         let observation = observe(&op)?;
         let name = op.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -90,7 +90,7 @@ impl Dialect for Google {
         })
     }
 
-    fn parse_poll(&self, answer: &HttpAnswer) -> Result<Observation, ParseError> {
+    fn parse_operation(&self, answer: &HttpAnswer) -> Result<Observation, ParseError> {
         observe(&answer.json()?)
     }
 
@@ -251,7 +251,7 @@ mod tests {
             headers: vec![],
             body: serde_json::to_vec(&op).unwrap(),
         };
-        Google.parse_poll(&answer).unwrap()
+        Google.parse_operation(&answer).unwrap()
     }
 
     #[test]
@@ -348,7 +348,7 @@ mod tests {
             body: b"<html>".to_vec(),
         };
         assert!(matches!(
-            Google.parse_poll(&answer),
+            Google.parse_operation(&answer),
             Err(ParseError::NotJson(_))
         ));
         let answer = HttpAnswer {
@@ -357,7 +357,7 @@ mod tests {
             body: b"[1]".to_vec(),
         };
         assert!(matches!(
-            Google.parse_poll(&answer),
+            Google.parse_operation(&answer),
             Err(ParseError::Shape(_))
         ));
         let answer = HttpAnswer {
@@ -366,7 +366,7 @@ mod tests {
             body: br#"{"done":"yes"}"#.to_vec(),
         };
         assert!(matches!(
-            Google.parse_poll(&answer),
+            Google.parse_operation(&answer),
             Err(ParseError::Shape(_))
         ));
     }
@@ -390,7 +390,7 @@ mod tests {
             headers: vec![],
             body: br#"{"name":"operations/op-7","metadata":{"progressPercentage":0}}"#.to_vec(),
         };
-        let started = Google.parse_start(&answer).unwrap();
+        let started = Google.parse_started(&answer).unwrap();
         assert_eq!(started.handle.name.as_deref(), Some("operations/op-7"));
         assert_eq!(started.observation.progress, Some(0));
         let nameless = HttpAnswer {
@@ -398,7 +398,7 @@ mod tests {
             headers: vec![],
             body: b"{}".to_vec(),
         };
-        assert!(Google.parse_start(&nameless).is_err());
+        assert!(Google.parse_started(&nameless).is_err());
     }
 
     #[test]
@@ -435,8 +435,8 @@ mod tests {
         #[test]
         fn parsing_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let answer = HttpAnswer { status: 200, headers: vec![], body };
-            let _ = Google.parse_poll(&answer);
-            let _ = Google.parse_start(&answer);
+            let _ = Google.parse_operation(&answer);
+            let _ = Google.parse_started(&answer);
             let _ = Google.parse_error(&answer);
         }
     }

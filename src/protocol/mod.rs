@@ -113,24 +113,129 @@ pub enum ParseError {
     Shape(String),
 }
 
-/// One upstream protocol.
+/// How the answer to a start request reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartOutcome {
+    /// The upstream accepted it and returned a handle.
+    Started(Box<Started>),
+    /// The upstream refused it; resending will not help.
+    Rejected(OperationError),
+    /// The outcome is unknown (5xx, throttled, unreadable answer); resend with the same key.
+    Lost(String),
+}
+
+/// How the answer to a poll reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PollOutcome {
+    /// The upstream said where the operation is.
+    Observed(Observation),
+    /// No usable answer this time; the phase does not change.
+    Failed {
+        /// For people.
+        message: String,
+        /// The upstream says the operation does not exist (404/410).
+        not_found: bool,
+    },
+}
+
+/// How the answer to a cancel request reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelOutcome {
+    /// Accepted (the operation may still finish either way).
+    Accepted,
+    /// Refused, or not supported; do not ask again.
+    Refused(String),
+    /// Unknown; ask again later.
+    Lost(String),
+}
+
+/// One upstream protocol. The `read_*` methods give the HTTP semantics most protocols share
+/// (2xx: read the body; 4xx other than 408/425/429: refused; 404/410: not found; the rest:
+/// transient); a protocol overrides them where its wire format says otherwise.
 pub trait Dialect: Send + Sync {
     /// Whether a start can be resent safely with the same request id (an idempotency key).
     fn idempotent_start(&self) -> bool;
-    /// Builds the start request; `request_id` is the idempotency key, stable across resends.
-    fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
-    /// Reads a 2xx answer to the start request.
-    fn parse_start(&self, answer: &HttpAnswer) -> Result<Started, ParseError>;
-    /// Builds the poll request for a handle, or says why the handle cannot be polled.
-    fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError>;
-    /// Reads a 2xx answer to a poll.
-    fn parse_poll(&self, answer: &HttpAnswer) -> Result<Observation, ParseError>;
     /// Whether the protocol has a cancel request.
     fn can_cancel(&self) -> bool;
-    /// Builds the cancel request, or `None` when the protocol has no cancel (or the handle lacks what it needs).
+    /// Builds the start request; `request_id` is the idempotency key, stable across resends.
+    fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
+    /// Builds the poll request for a handle, or says why the handle cannot be polled.
+    fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError>;
+    /// Builds the cancel request, or `None` when the protocol has none (or the handle lacks what it needs).
     fn cancel_request(&self, handle: &OperationHandle) -> Option<RequestSpec>;
+
+    /// Reads a 2xx answer to the start request.
+    fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError>;
+    /// Reads a 2xx answer to a poll.
+    fn parse_operation(&self, answer: &HttpAnswer) -> Result<Observation, ParseError>;
     /// Reads an error answer (non-2xx) into a normalised error.
     fn parse_error(&self, answer: &HttpAnswer) -> OperationError;
+
+    /// Reads the answer to the start request.
+    fn read_start(&self, _request: &RequestSpec, answer: &HttpAnswer) -> StartOutcome {
+        if is_success(answer.status) {
+            return match self.parse_started(answer) {
+                Ok(started) => StartOutcome::Started(Box::new(started)),
+                Err(e) => StartOutcome::Lost(format!("unreadable start answer: {e}")),
+            };
+        }
+        let error = self.parse_error(answer);
+        if is_refusal(answer.status) {
+            StartOutcome::Rejected(error)
+        } else {
+            StartOutcome::Lost(describe(answer.status, &error.message))
+        }
+    }
+
+    /// Reads the answer to a poll.
+    fn read_poll(&self, _handle: &OperationHandle, answer: &HttpAnswer) -> PollOutcome {
+        if is_success(answer.status) {
+            return match self.parse_operation(answer) {
+                Ok(observation) => PollOutcome::Observed(observation),
+                Err(e) => PollOutcome::Failed {
+                    message: format!("unreadable answer: {e}"),
+                    not_found: false,
+                },
+            };
+        }
+        let error = self.parse_error(answer);
+        PollOutcome::Failed {
+            message: describe(answer.status, &error.message),
+            not_found: matches!(answer.status, 404 | 410),
+        }
+    }
+
+    /// Reads the answer to a cancel request.
+    fn read_cancel(&self, answer: &HttpAnswer) -> CancelOutcome {
+        if is_success(answer.status) {
+            return CancelOutcome::Accepted;
+        }
+        let message = describe(answer.status, &self.parse_error(answer).message);
+        if is_refusal(answer.status) || answer.status == 501 {
+            CancelOutcome::Refused(message)
+        } else {
+            CancelOutcome::Lost(message)
+        }
+    }
+}
+
+/// A 2xx status.
+pub fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// A 4xx that resending will not change (not a timeout, too-early or throttling answer).
+pub fn is_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 425 | 429)
+}
+
+/// `HTTP <status>: <message>`.
+pub fn describe(status: u16, message: &str) -> String {
+    if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {message}")
+    }
 }
 
 /// The upstream's hint of when to ask again: `retry-after-ms`, `x-ms-retry-after-ms`, then
