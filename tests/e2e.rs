@@ -1,8 +1,10 @@
 //! End-to-end tests: a real kube-apiserver + etcd, the real `lro-operator` binary (operator and
 //! simulator) as separate processes, real `kubectl`. See `tests/support` for the harness.
 //!
-//! Run with `cargo test --test e2e -- --test-threads=2`; set `LRO_E2E_KUBECONFIG` to reuse a
-//! control plane started by `hack/control-plane up`.
+//! Run with `cargo test --test e2e -- --test-threads=2`. Without `LRO_E2E_KUBECONFIG` the harness
+//! runs `hack/control-plane up --dir $TMPDIR/lro-e2e` (reused by later runs; stop it with
+//! `hack/control-plane down --dir …`); with it, that kubeconfig is used. `LRO_E2E_KEEP_LOGS=1`
+//! keeps every test's operator and simulator logs (a failed test always keeps and prints them).
 
 mod support;
 
@@ -13,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use lro_operator::api::{LongRunningOperation, LongRunningOperationStatus, Phase};
 use lro_operator::reconcile::Schedule;
 use serde_json::{Value, json};
-use support::{PROVIDER, TestEnv, phase_of, pretty, status_of, unix_ms};
+use support::{PROVIDER, TestEnv, Write, phase_of, pretty, status_of, unix_ms};
 
 /// Generous: the operations below take 2-8 s.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,6 +108,17 @@ fn running_with_handle(op: &LongRunningOperation) -> bool {
             .is_some_and(|h| h.name.is_some())
 }
 
+fn statuses(writes: &[Write]) -> Vec<LongRunningOperationStatus> {
+    writes.iter().map(|w| w.status.clone()).collect()
+}
+
+/// The phases `writes` went through, without repeats.
+fn phases(writes: &[Write]) -> Vec<Phase> {
+    let mut phases: Vec<Phase> = writes.iter().filter_map(|w| w.status.phase).collect();
+    phases.dedup();
+    phases
+}
+
 fn handle_name(op: &LongRunningOperation) -> String {
     let handle = status_of(op).operation.as_ref().expect("status.operation");
     handle.name.clone().expect("status.operation.name")
@@ -140,13 +153,13 @@ async fn adopted_operation_succeeds_with_result() {
     assert_eq!(status.observed_generation, op.metadata.generation);
     assert_conditions(&op, "True", "False", "False");
 
-    let writes = env.status_writes("adopt");
+    let written = statuses(&env.status_writes("adopt"));
     assert!(
-        writes.iter().any(
+        written.iter().any(
             |s| s.phase == Some(Phase::Running) && s.progress.is_some_and(|p| 0 < p && p < 100)
         ),
         "never seen Running with progress strictly between 0 and 100: {}",
-        pretty(&writes)
+        pretty(&written)
     );
 }
 
@@ -180,6 +193,19 @@ async fn started_operation_succeeds_once() {
     );
     assert_eq!(result["state"], "ACTIVE");
     assert_conditions(&op, "True", "False", "False");
+
+    let writes = env.status_writes("create-cluster");
+    let intent = &writes.first().expect("a status write").status;
+    assert_eq!(
+        intent.phase,
+        Some(Phase::Starting),
+        "the intent is written first"
+    );
+    let intent_handle = intent.operation.as_ref().expect("the intent has a handle");
+    assert_eq!(intent_handle.request_id, op.metadata.uid);
+    assert_eq!(intent_handle.name, None, "no name before the start request");
+    let expected = [Phase::Starting, Phase::Running, Phase::Succeeded];
+    assert_eq!(phases(&writes), expected);
 
     let stats = env.sim_stats().await;
     assert_eq!(stats["creates"], 1, "{stats:#}");
@@ -253,28 +279,46 @@ async fn spec_cancel_cancels_upstream() {
     let sim = env.sim_operation(&upstream).await;
     assert!(sim["cancels"].as_u64() >= Some(1), "{sim:#}");
     assert_eq!(sim["outcome"], "cancelled", "{sim:#}");
+    let expected = [
+        Phase::Starting,
+        Phase::Running,
+        Phase::Cancelling,
+        Phase::Cancelled,
+    ];
+    assert_eq!(phases(&env.status_writes("long")), expected);
 }
 
 #[tokio::test]
 async fn timeout_fails_the_operation() {
     let env = TestEnv::new("timeout").await;
-    let timeout = Duration::from_secs(3);
     let spec = with_polling(
         start_simulated(json!({"durationSeconds": 60})),
         json!({"timeout": "3s"}),
     );
-    // The operation starts after this instant, so it cannot time out sooner than `timeout` after it.
-    let applied = tokio::time::Instant::now();
+    // The operation starts after this instant, so it cannot time out sooner than 3 s after it.
+    let applied_at = unix_ms();
     env.apply(&lro("slow", spec)).await.assert_ok();
 
     let op = env.wait_phase("slow", Phase::Failed, TIMEOUT).await;
-    let took = applied.elapsed();
     let status = status_of(&op);
-    assert_eq!(condition(&op, "Stalled").reason, "Timeout", "{}", pretty(status));
+    assert_eq!(
+        condition(&op, "Stalled").reason,
+        "Timeout",
+        "{}",
+        pretty(status)
+    );
     assert_conditions(&op, "False", "False", "True");
+    let writes = env.status_writes("slow");
+    let failed = writes
+        .iter()
+        .find(|w| w.status.phase == Some(Phase::Failed));
+    let failed_at = failed.expect("the Failed status write").seen_at_ms;
+    let created_at = env.sim_operation(&handle_name(&op)).await["createdAtMs"].clone();
     assert!(
-        took >= timeout,
-        "Failed (Timeout) {took:?} after the object was applied, sooner than polling.timeout {timeout:?}: {}",
+        failed_at - applied_at >= 3000,
+        "timed out {} ms after the object was applied (upstream created at {created_at}, \
+         applied at {applied_at}, Failed seen at {failed_at}), sooner than polling.timeout 3s: {}",
+        failed_at - applied_at,
         pretty(status)
     );
 }
@@ -484,6 +528,8 @@ async fn operator_restart_resumes_polling_without_restarting() {
     assert_eq!(stats["duplicateCreates"], 0, "{stats:#}");
     let sim = &stats["operations"][upstream.as_str()];
     assert!(sim["gets"].as_u64() > gets_before, "{sim:#}");
+    let expected = [Phase::Starting, Phase::Running, Phase::Succeeded];
+    assert_eq!(phases(&env.status_writes("survivor")), expected);
     let polled_after_restart = get_times(sim).iter().any(|&t| t >= restarted_at);
     assert!(
         polled_after_restart,
@@ -545,7 +591,7 @@ async fn measure(
     let done = sim["doneAtMs"].as_u64().expect("doneAtMs");
     let first_get = *get_times(&sim).first().expect("at least one GET");
     let window = done.saturating_sub(first_get) as f64 / 1000.0;
-    let writes = env.status_writes(case);
+    let writes = statuses(&env.status_writes(case));
     let observations: BTreeSet<_> = writes
         .iter()
         .filter(|s| s.upstream_state.is_some())

@@ -52,6 +52,32 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Writes a duration the way [`parse_duration`] reads it: `500ms`, `3s`, `1m30s`, `2h`.
+pub fn format_duration(d: Duration) -> String {
+    let total_ms = d.as_millis();
+    if total_ms < 1000 {
+        return format!("{total_ms}ms");
+    }
+    let (h, rest) = (total_ms / 3_600_000, total_ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, ms) = (rest / 1000, rest % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || ms > 0 {
+        if ms > 0 {
+            out.push_str(&format!("{s}.{ms:03}s"));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +98,21 @@ mod tests {
                 Ok(Duration::from_secs_f64(secs)),
                 "{input}"
             );
+        }
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        for (secs, text) in [
+            (0.5, "500ms"),
+            (3.0, "3s"),
+            (90.0, "1m30s"),
+            (7200.0, "2h"),
+            (1.25, "1.250s"),
+        ] {
+            let d = Duration::from_secs_f64(secs);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
         }
     }
 

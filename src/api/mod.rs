@@ -7,7 +7,7 @@ mod operation;
 mod provider;
 mod schema;
 
-pub use duration::{DurationError, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
     HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
     OperationError, OperationHandle, OperationRef, Phase, PollingSpec, ProviderKind, ProviderRef,

@@ -298,9 +298,9 @@ pub struct LongRunningOperationStatus {
     /// A human-readable summary of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// When the operation was started or adopted.
+    /// When the operation was started or adopted (microsecond precision: the timeout counts from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When the operation reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,

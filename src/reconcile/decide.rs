@@ -10,6 +10,7 @@ use super::schedule::{Schedule, seed_of};
 use super::{micro_time, time};
 use crate::api::{
     LongRunningOperationSpec, LongRunningOperationStatus, OperationError, OperationHandle, Phase,
+    format_duration,
 };
 use crate::protocol::{Observation, Started, UpstreamState};
 
@@ -189,7 +190,7 @@ impl Decider<'_> {
     /// A new object: record the start intent, or adopt the given operation.
     fn begin(&mut self) -> Action {
         let now = self.input.now;
-        self.status.started_at = Some(time(now));
+        self.status.started_at = Some(micro_time(now));
         self.status.last_change_at = Some(micro_time(now));
         if self.input.spec.start.is_some() {
             let request_id = self.input.uid.to_owned();
@@ -363,8 +364,8 @@ impl Decider<'_> {
                 message: failure.message.clone(),
             });
             let message = format!(
-                "the upstream has not known the operation for {}s: it expired or never existed ({})",
-                NOT_FOUND_GRACE.as_secs(),
+                "the upstream has not known the operation for {}: it expired or never existed ({})",
+                format_duration(NOT_FOUND_GRACE),
                 failure.message
             );
             return self.finish(Phase::Failed, "OperationNotFound", message);
@@ -490,11 +491,14 @@ impl Decider<'_> {
             code: "DEADLINE_EXCEEDED".into(),
             provider_code: None,
             http_status: None,
-            message: format!("not done within the timeout of {}s", timeout.as_secs()),
+            message: format!(
+                "not done within the timeout of {}",
+                format_duration(timeout)
+            ),
         });
         let message = format!(
-            "the operation did not finish within spec.polling.timeout ({}s); the upstream operation was not cancelled",
-            timeout.as_secs()
+            "the operation did not finish within spec.polling.timeout ({}); the upstream operation was not cancelled",
+            format_duration(timeout)
         );
         Some(self.finish(Phase::Failed, "Timeout", message))
     }

@@ -23,7 +23,7 @@ pub struct Cluster {
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
     /// kubectl's discovery cache, private to this test binary.
-    cache_dir: PathBuf,
+    pub cache_dir: PathBuf,
 }
 
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();

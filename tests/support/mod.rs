@@ -23,6 +23,7 @@ use tokio::process::{Child, Command};
 pub use cluster::Output;
 use cluster::{Cluster, cluster};
 use status_log::StatusLog;
+pub use status_log::Write;
 
 /// The name of the `OperationProvider` every environment creates.
 pub const PROVIDER: &str = "sim";
@@ -210,7 +211,7 @@ impl TestEnv {
     }
 
     /// Every status the operator wrote to `name` since the environment was created, in order.
-    pub fn status_writes(&self, name: &str) -> Vec<LongRunningOperationStatus> {
+    pub fn status_writes(&self, name: &str) -> Vec<Write> {
         self.status_log.writes(name)
     }
 
@@ -284,6 +285,7 @@ impl Drop for TestEnv {
             .arg("--kubeconfig")
             .arg(&self.cluster.kubeconfig)
             .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .env("KUBECACHEDIR", &self.cluster.cache_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

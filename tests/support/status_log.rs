@@ -9,12 +9,21 @@ use kube::api::{ListParams, WatchEvent, WatchParams};
 use lro_operator::api::{LongRunningOperation, LongRunningOperationStatus};
 use tokio::task::JoinHandle;
 
+/// One status write.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// When the watch delivered it, in unix ms (a little after the write).
+    pub seen_at_ms: u64,
+    /// The status written.
+    pub status: LongRunningOperationStatus,
+}
+
 #[derive(Default)]
 struct Seen {
     /// The last status seen, per object (from ADDED or MODIFIED).
     last: HashMap<String, Option<LongRunningOperationStatus>>,
     /// Per object, every status that a MODIFIED event changed, in order: one entry per write.
-    writes: HashMap<String, Vec<LongRunningOperationStatus>>,
+    writes: HashMap<String, Vec<Write>>,
     /// Why the watch ended early, if it did.
     broken: Option<String>,
 }
@@ -53,8 +62,8 @@ impl StatusLog {
         StatusLog { seen, task }
     }
 
-    /// The statuses `name` was written with, in order (one per status write).
-    pub fn writes(&self, name: &str) -> Vec<LongRunningOperationStatus> {
+    /// The status writes of `name`, in order.
+    pub fn writes(&self, name: &str) -> Vec<Write> {
         let seen = lock(&self.seen);
         if let Some(why) = &seen.broken {
             panic!("the status log is incomplete: {why}");
@@ -84,7 +93,11 @@ fn record(seen: &Mutex<Seen>, event: WatchEvent<LongRunningOperation>) {
             let name = op.metadata.name.clone().unwrap_or_default();
             let previous = seen.last.insert(name.clone(), op.status.clone());
             if let Some(status) = op.status.filter(|s| previous.flatten().as_ref() != Some(s)) {
-                seen.writes.entry(name).or_default().push(status);
+                let write = Write {
+                    seen_at_ms: super::unix_ms(),
+                    status,
+                };
+                seen.writes.entry(name).or_default().push(write);
             }
         }
         WatchEvent::Deleted(op) => {

@@ -1005,7 +1005,7 @@ fn timeout() {
             reason: "Timeout",
             check: |_, d| {
                 assert_eq!(d.status.error.as_ref().unwrap().code, "DEADLINE_EXCEEDED");
-                assert!(d.status.message.as_ref().unwrap().contains("100s"));
+                assert!(d.status.message.as_ref().unwrap().contains("1m40s"));
                 assert!(d.notices.iter().any(|n| n.warning && n.reason == "Timeout"));
             },
         },
