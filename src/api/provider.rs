@@ -13,6 +13,8 @@ use super::schema;
 pub enum Protocol {
     /// Google AIP-151 `google.longrunning.Operation` (`name`, `done`, `error`, `response`, `metadata`).
     Google,
+    /// Redpanda Cloud control plane (`{"operation": {id, state, error, resource_id, response}}`).
+    Redpanda,
 }
 
 impl Protocol {
@@ -20,6 +22,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Google => "google",
+            Protocol::Redpanda => "redpanda",
         }
     }
 }

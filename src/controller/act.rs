@@ -1,15 +1,19 @@
 //! Acting on a decision: the upstream requests, turned back into [`Event`]s for `decide`.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
-use crate::protocol::{self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, StartOutcome};
+use crate::protocol::{
+    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, RequestSpec, StartOutcome,
+};
 use crate::reconcile::{Event, Memory, PollFailure};
-use crate::upstream::Upstream;
+use crate::telemetry::metrics::{RequestKind, RequestOutcome, UpstreamMeter};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Sends the start request.
 pub async fn start(
     upstream: &Upstream,
+    meter: &UpstreamMeter<'_>,
     provider: &ProviderSpec,
     dialect: &dyn Dialect,
     start: &StartRequest,
@@ -17,16 +21,18 @@ pub async fn start(
     memory: &mut Memory,
 ) -> Event {
     let request = dialect.start_request(start, request_id);
-    let sent = upstream.send(&provider.base_url, &request).await;
+    let sent = send(upstream, meter, RequestKind::Start, provider, &request).await;
     let now = jiff::Timestamp::now();
-    let answer = match sent {
+    let (answer, sent) = match sent {
         Ok(answer) => answer,
         Err(e) => {
             memory.record_failure(now, e.to_string(), None, false);
             return Event::StartLost(e.to_string());
         }
     };
-    match dialect.read_start(&request, &answer) {
+    let outcome = dialect.read_start(&request, &answer);
+    sent.record(!matches!(outcome, StartOutcome::Lost(_)));
+    match outcome {
         StartOutcome::Started(started) => {
             memory.record_success(now, None);
             Event::Started(*started)
@@ -45,6 +51,7 @@ pub async fn start(
 /// Polls the operation.
 pub async fn poll(
     upstream: &Upstream,
+    meter: &UpstreamMeter<'_>,
     provider: &ProviderSpec,
     dialect: &dyn Dialect,
     status: &LongRunningOperationStatus,
@@ -55,11 +62,13 @@ pub async fn poll(
         Ok(r) => r,
         Err(e) => return failed(memory, e.to_string(), None, false),
     };
-    let answer = match upstream.send(&provider.base_url, &request).await {
+    let (answer, sent) = match send(upstream, meter, RequestKind::Poll, provider, &request).await {
         Ok(answer) => answer,
         Err(e) => return failed(memory, e.to_string(), None, false),
     };
-    match dialect.read_poll(&handle, &answer) {
+    let outcome = dialect.read_poll(&handle, &answer);
+    sent.record(matches!(outcome, PollOutcome::Observed(_)));
+    match outcome {
         PollOutcome::Observed(observation) => {
             memory.record_success(jiff::Timestamp::now(), hint(&answer));
             Event::Polled(observation)
@@ -73,6 +82,7 @@ pub async fn poll(
 /// Sends the cancel request.
 pub async fn cancel(
     upstream: &Upstream,
+    meter: &UpstreamMeter<'_>,
     provider: &ProviderSpec,
     dialect: &dyn Dialect,
     status: &LongRunningOperationStatus,
@@ -83,10 +93,14 @@ pub async fn cancel(
         memory.cancel_refused = true;
         return Event::CancelRefused("this protocol has no cancel request".into());
     };
-    let (outcome, retry_after) = match upstream.send(&provider.base_url, &request).await {
-        Ok(answer) => (dialect.read_cancel(&answer), hint(&answer)),
-        Err(e) => (CancelOutcome::Lost(e.to_string()), None),
-    };
+    let (outcome, retry_after) =
+        match send(upstream, meter, RequestKind::Cancel, provider, &request).await {
+            Ok((answer, sent)) => {
+                sent.record(true);
+                (dialect.read_cancel(&answer), hint(&answer))
+            }
+            Err(e) => (CancelOutcome::Lost(e.to_string()), None),
+        };
     match outcome {
         CancelOutcome::Accepted => {
             memory.cancel_sent = true;
@@ -116,6 +130,63 @@ fn failed(
         not_found,
     );
     Event::PollFailed(PollFailure { message, not_found })
+}
+
+/// A request that was answered, not yet counted: the count waits for the protocol to read it.
+struct Sent<'a> {
+    meter: &'a UpstreamMeter<'a>,
+    kind: RequestKind,
+    status: u16,
+    elapsed: std::time::Duration,
+}
+
+impl Sent<'_> {
+    /// Counts the request; `readable`: the protocol could read a 2xx answer.
+    fn record(self, readable: bool) {
+        let outcome = match RequestOutcome::of_status(self.status) {
+            RequestOutcome::Ok if !readable => RequestOutcome::Unreadable,
+            other => other,
+        };
+        self.meter.record(self.kind, outcome, self.elapsed);
+    }
+}
+
+/// Sends `request`; a request that got no answer is counted here, an answered one by the caller
+/// (through [`Sent::record`]) once the protocol has read it.
+async fn send<'a>(
+    upstream: &Upstream,
+    meter: &'a UpstreamMeter<'a>,
+    kind: RequestKind,
+    provider: &ProviderSpec,
+    request: &RequestSpec,
+) -> Result<(HttpAnswer, Sent<'a>), UpstreamError> {
+    let began = Instant::now();
+    let result = upstream.send(&provider.base_url, request).await;
+    let elapsed = began.elapsed();
+    match result {
+        Ok(answer) => {
+            let sent = Sent {
+                meter,
+                kind,
+                status: answer.status,
+                elapsed,
+            };
+            Ok((answer, sent))
+        }
+        Err(e) => {
+            match &e {
+                // Refused before sending: not a request.
+                UpstreamError::Url { .. } => {}
+                UpstreamError::Transport { .. } => {
+                    meter.record(kind, RequestOutcome::Transport, elapsed)
+                }
+                UpstreamError::TooLarge { .. } => {
+                    meter.record(kind, RequestOutcome::Unreadable, elapsed)
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The answer's `Retry-After`, if any.

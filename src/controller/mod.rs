@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Default jitter, as a fraction of the interval (0..=0.5).
     #[arg(long, default_value_t = 0.1)]
     pub jitter: f64,
+    /// How long an operation may answer "not found" (404/410) before it fails as expired.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub not_found_grace: Duration,
     /// Timeout of one upstream HTTP request.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -108,7 +108,12 @@ pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Provi
 }
 
 /// The schedule and deadline of an operation: its own `polling`, then the provider's, then the flags.
-pub fn policy(op: &PollingSpec, provider: &PollingSpec, defaults: Schedule) -> Policy {
+pub fn policy(
+    op: &PollingSpec,
+    provider: &PollingSpec,
+    defaults: Schedule,
+    not_found_grace: std::time::Duration,
+) -> Policy {
     let duration = |own: &Option<String>, theirs: &Option<String>| {
         own.as_deref()
             .or(theirs.as_deref())
@@ -131,6 +136,7 @@ pub fn policy(op: &PollingSpec, provider: &PollingSpec, defaults: Schedule) -> P
                 .clamp(0.0, 0.5),
         },
         timeout: duration(&op.timeout, &provider.timeout),
+        not_found_grace,
     }
 }
 
@@ -172,6 +178,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     #[test]
     fn selectors_match_labels_and_expressions() {
@@ -206,7 +213,7 @@ mod tests {
             timeout: Some("10m".into()),
             ..Default::default()
         };
-        let p = policy(&op, &provider, Schedule::default());
+        let p = policy(&op, &provider, Schedule::default(), Duration::from_secs(60));
         assert_eq!(p.schedule.initial.as_secs(), 2);
         assert_eq!(p.schedule.max.as_secs(), 30);
         assert_eq!(p.schedule.multiplier, Schedule::default().multiplier);

@@ -72,6 +72,7 @@ async fn reconcile_inner(
             op.spec.polling.as_ref().unwrap_or(&PollingSpec::default()),
             p.polling.as_ref().unwrap_or(&PollingSpec::default()),
             ctx.args.schedule(),
+            ctx.args.not_found_grace,
         ),
         None => Policy::default(),
     };

@@ -40,7 +40,7 @@ pub async fn publish(ctx: &Context, op: &LongRunningOperation, notices: &[Notice
             },
             reason: notice.reason.to_owned(),
             note: Some(truncate(&notice.message, 1000)),
-            action: "Reconcile".into(),
+            action: notice.action.into(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {

@@ -32,25 +32,11 @@ impl Dialect for Google {
     }
 
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
-        let mut query: Vec<(String, String)> = start
-            .query
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut request = RequestSpec::from_start(start);
         if !start.query.contains_key("requestId") {
-            query.push(("requestId".into(), request_id.into()));
+            request.query.push(("requestId".into(), request_id.into()));
         }
-        RequestSpec {
-            method: start.method.as_reqwest(),
-            path: start.path.clone(),
-            query,
-            headers: start
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: start.body.clone(),
-        }
+        request
     }
 
     fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
@@ -81,13 +67,7 @@ impl Dialect for Google {
                 ));
             }
         };
-        Ok(RequestSpec {
-            method: reqwest::Method::GET,
-            path,
-            query: vec![],
-            headers: vec![],
-            body: None,
-        })
+        Ok(RequestSpec::get(path))
     }
 
     fn parse_operation(&self, answer: &HttpAnswer) -> Result<Observation, ParseError> {

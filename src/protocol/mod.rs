@@ -3,6 +3,7 @@
 //! is that file plus one line in [`dialect`].
 
 mod google;
+mod redpanda;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::api::{OperationError, OperationHandle, Protocol, StartRequest};
 pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
     match protocol {
         Protocol::Google => &google::Google,
+        Protocol::Redpanda => &redpanda::Redpanda,
     }
 }
 
@@ -65,6 +67,38 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     /// JSON body.
     pub body: Option<Value>,
+}
+
+impl RequestSpec {
+    /// The user's start request as written in `spec.start`.
+    pub fn from_start(start: &StartRequest) -> Self {
+        RequestSpec {
+            method: start.method.as_reqwest(),
+            path: start.path.clone(),
+            query: start
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            headers: start
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            body: start.body.clone(),
+        }
+    }
+
+    /// A bodiless GET of `path`.
+    pub fn get(path: String) -> Self {
+        RequestSpec {
+            method: reqwest::Method::GET,
+            path,
+            query: vec![],
+            headers: vec![],
+            body: None,
+        }
+    }
 }
 
 /// An HTTP answer, as the upstream client read it (body already size-capped).

@@ -16,7 +16,8 @@ use crate::protocol::{Observation, Started, UpstreamState};
 
 /// Failed polls in a row after which `Reconciling` says `UpstreamUnavailable`.
 pub const STUCK_AFTER_FAILURES: u32 = 3;
-/// How long an operation may answer "not found" before it is given up as expired or unknown.
+/// How long an operation may answer "not found" before it is given up as expired or unknown
+/// (the default of `--not-found-grace`).
 pub const NOT_FOUND_GRACE: Duration = Duration::from_secs(60);
 /// How soon to look again when the provider cannot be used.
 pub const PROVIDER_RETRY: Duration = Duration::from_secs(30);
@@ -24,13 +25,25 @@ pub const PROVIDER_RETRY: Duration = Duration::from_secs(30);
 const CANCEL_UNSUPPORTED: &str =
     "cannot cancel: this protocol has no cancel request; the operation keeps running";
 
-/// The poll schedule and deadline that apply to one operation.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+/// The poll schedule and deadlines that apply to one operation.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Policy {
     /// The poll schedule.
     pub schedule: Schedule,
     /// Deadline for the whole operation, from its start.
     pub timeout: Option<Duration>,
+    /// How long "not found" answers are taken for propagation delay before the operation fails.
+    pub not_found_grace: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            schedule: Schedule::default(),
+            timeout: None,
+            not_found_grace: NOT_FOUND_GRACE,
+        }
+    }
 }
 
 /// What the protocol can do.
@@ -122,9 +135,17 @@ pub struct Notice {
     pub warning: bool,
     /// CamelCase reason.
     pub reason: &'static str,
+    /// The event's `action` (`Reconcile`, or `Progress25`… for milestones). The event recorder
+    /// merges events with the same reason and action within minutes (keeping the first note), so
+    /// notices that must each be seen get their own action.
+    pub action: &'static str,
     /// For people.
     pub message: String,
 }
+
+/// Progress milestones (percent) that get a `Progress` event, once each, with its action.
+pub const PROGRESS_MILESTONES: [(i32, &str); 3] =
+    [(25, "Progress25"), (50, "Progress50"), (75, "Progress75")];
 
 /// The outcome of [`decide`].
 #[derive(Clone, Debug, PartialEq)]
@@ -354,7 +375,8 @@ impl Decider<'_> {
         let memory = self.input.memory;
         if failure.not_found
             && memory.not_found_since.is_some_and(|since| {
-                self.input.now.duration_since(since).as_secs_f64() >= NOT_FOUND_GRACE.as_secs_f64()
+                self.input.now.duration_since(since).as_secs_f64()
+                    >= self.input.policy.not_found_grace.as_secs_f64()
             })
         {
             self.status.error = Some(OperationError {
@@ -365,7 +387,7 @@ impl Decider<'_> {
             });
             let message = format!(
                 "the upstream has not known the operation for {}: it expired or never existed ({})",
-                format_duration(NOT_FOUND_GRACE),
+                format_duration(self.input.policy.not_found_grace),
                 failure.message
             );
             return self.finish(Phase::Failed, "OperationNotFound", message);
@@ -444,6 +466,7 @@ impl Decider<'_> {
                     None => format!("polling {}", self.handle_label()),
                 };
                 self.status.message = Some(message.clone());
+                self.progress_milestone(before.1);
                 // Only what the upstream said counts as news (lastChangeAt drives the schedule);
                 // a message the operator wrote itself does not.
                 let after = self.visible();
@@ -567,8 +590,33 @@ impl Decider<'_> {
         self.notices.push(Notice {
             warning,
             reason,
+            action: "Reconcile",
             message,
         });
+    }
+
+    /// A `Progress` event when the progress crossed a milestone since `before`: one event, for
+    /// the highest milestone crossed (progress never decreases, so each is announced once).
+    fn progress_milestone(&mut self, before: Option<i32>) {
+        let (old, Some(new)) = (before.unwrap_or(0), self.status.progress) else {
+            return;
+        };
+        let crossed = PROGRESS_MILESTONES
+            .iter()
+            .rev()
+            .find(|(m, _)| old < *m && *m <= new);
+        if let Some((milestone, action)) = crossed {
+            self.notices.push(Notice {
+                warning: false,
+                reason: "Progress",
+                action,
+                message: format!(
+                    "{}% done ({milestone}% reached) on {}",
+                    new,
+                    self.handle_label()
+                ),
+            });
+        }
     }
 
     /// The fields an observation can change, to tell whether the upstream said something new.

@@ -9,7 +9,9 @@ mod decide;
 mod memory;
 pub mod schedule;
 
-pub use decide::{Action, Caps, Decision, Event, Input, Notice, Policy, PollFailure, decide};
+pub use decide::{
+    Action, Caps, Decision, Event, Input, Notice, PROGRESS_MILESTONES, Policy, PollFailure, decide,
+};
 pub use memory::Memory;
 pub use schedule::Schedule;
 

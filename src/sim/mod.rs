@@ -1,9 +1,10 @@
-//! The upstream simulator: a scriptable Google AIP-151 (`google.longrunning.Operation`)
-//! HTTP/JSON service under `/v1`, plus a test admin API under `/sim` (stats, forced outcomes,
+//! The upstream simulator: scriptable Google AIP-151 (`google.longrunning.Operation`)
+//! operations under `/v1`, Redpanda Cloud operations under `/redpanda/v1`, plus a test admin API under `/sim` (stats, forced outcomes,
 //! reset). Tests and the demo drive the real operator against it.
 
 mod admin;
 mod google;
+mod redpanda;
 mod render;
 mod script;
 mod state;
@@ -75,6 +76,7 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
 pub fn router(state: SimState) -> Router {
     let v1 = Router::new()
         .route("/v1/{*rest}", any(google::dispatch))
+        .route("/redpanda/v1/{*rest}", any(redpanda::dispatch))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             google::log_requests,

@@ -99,6 +99,11 @@ impl TestEnv {
 
     // ------------------------------------------------------------------------------ operator
 
+    /// `http://127.0.0.1:PORT`, the simulator's root (each protocol lives under its own prefix).
+    pub fn sim_url(&self) -> &str {
+        &self.sim_url
+    }
+
     /// Starts `lro-operator run --namespace NS`, appending to the operator log.
     pub async fn start_operator(&mut self) {
         assert!(self.operator.is_none(), "the operator is already running");

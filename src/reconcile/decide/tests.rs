@@ -147,6 +147,7 @@ impl World {
             policy: Policy {
                 schedule: schedule(),
                 timeout: None,
+                not_found_grace: NOT_FOUND_GRACE,
             },
             caps: Caps {
                 idempotent_start: true,
