@@ -10,8 +10,8 @@ mod schema;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
     HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
-    OperationError, OperationHandle, OperationRef, Phase, PollingSpec, ProviderKind, ProviderRef,
-    StartRequest,
+    OnDelete, OperationError, OperationHandle, OperationRef, Phase, PollingSpec, ProviderKind,
+    ProviderRef, StartRequest,
 };
 pub use provider::{
     ClusterOperationProvider, ClusterOperationProviderSpec, OperationProvider,

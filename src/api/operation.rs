@@ -61,6 +61,29 @@ pub struct LongRunningOperationSpec {
     /// Set to true to cancel the upstream operation (without deleting this object).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// What deleting this object does to an upstream operation still in flight: `Orphan` (the
+    /// default) leaves it running; `Cancel` cancels it and waits for the upstream to confirm
+    /// before the object goes away (a finalizer), unless the protocol cannot cancel.
+    #[serde(default, skip_serializing_if = "OnDelete::is_orphan")]
+    pub on_delete: OnDelete,
+}
+
+/// What deleting a `LongRunningOperation` does to its upstream operation.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum OnDelete {
+    /// Leave the upstream operation running.
+    #[default]
+    Orphan,
+    /// Cancel the upstream operation, and keep the object until the upstream confirms.
+    Cancel,
+}
+
+impl OnDelete {
+    fn is_orphan(&self) -> bool {
+        *self == OnDelete::Orphan
+    }
 }
 
 /// Which provider an operation uses.

@@ -2,6 +2,8 @@
 //! provider resolution, status writes and Kubernetes Events.
 
 mod act;
+mod finalizer;
+pub mod leader;
 mod provider;
 mod reconcile;
 mod status;
@@ -20,6 +22,8 @@ use crate::api::{
     ClusterOperationProvider, LongRunningOperation, OperationProvider, parse_duration,
 };
 use crate::reconcile::{Memory, Schedule};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::server::{self, Health};
 use crate::upstream::{DEFAULT_MAX_BODY, Upstream};
 
 /// The field manager (and event reporter) name of the operator.
@@ -58,6 +62,13 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Leader election (several replicas, one active).
+    #[command(flatten)]
+    pub leader: leader::LeaderArgs,
+    /// Address of the HTTP server for `/metrics`, `/livez` and `/readyz` (port 0: any free port;
+    /// the bound address is logged as `health server listening on ADDR`).
+    #[arg(long, env = "LRO_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: std::net::SocketAddr,
 }
 
 impl RunArgs {
@@ -84,6 +95,12 @@ pub enum RunError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// Leader election failed, or this replica lost the leadership.
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    /// The health/metrics server could not start.
+    #[error(transparent)]
+    Health(#[from] crate::telemetry::server::ServerError),
 }
 
 /// Why one reconcile failed (the object is retried with backoff).
@@ -92,6 +109,9 @@ pub enum ReconcileError {
     /// Writing the status failed.
     #[error("cannot write status: {0}")]
     Status(#[source] kube::Error),
+    /// Adding or removing the `onDelete: Cancel` finalizer failed.
+    #[error("cannot update finalizers: {0}")]
+    Finalizer(#[source] kube::Error),
     /// The object has no namespace or uid (should not happen for a stored object).
     #[error("object is missing {0}")]
     Malformed(&'static str),
@@ -104,6 +124,8 @@ pub struct Remembered {
     pub memory: Memory,
     /// The status last written (the watch cache may lag behind it).
     pub status: crate::api::LongRunningOperationStatus,
+    /// When the next poll was scheduled (for `lro_poll_lateness_seconds`).
+    pub poll_due: Option<jiff::Timestamp>,
 }
 
 /// Shared state of the reconciles.
@@ -118,11 +140,16 @@ pub struct Context {
     pub memory: Mutex<HashMap<String, Remembered>>,
     /// The operator's flags.
     pub args: RunArgs,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let server = server::serve(args.health_addr, Arc::clone(&metrics), Arc::clone(&health)).await?;
     let client = Client::try_default().await?;
     let operations: Api<LongRunningOperation> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -152,12 +179,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         recorder,
         memory: Mutex::new(HashMap::new()),
         args,
+        metrics: Arc::clone(&metrics),
     });
     tracing::info!(namespace = ?ctx.args.namespace, "lro-operator starting");
     let controller = Controller::new(operations, watcher::Config::default().any_semantic());
     let store = controller.store();
     let store2 = controller.store();
-    controller
+    metrics.watch_operations(controller.store());
+    // Ready once the operations cache has synced (the controller holds reconciles until then).
+    let synced = controller.store();
+    let ready = Arc::clone(&health);
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            ready.set_ready(true);
+            tracing::info!("caches synced: ready");
+        }
+    });
+    let lease_client = ctx.client.clone();
+    let leader_args = ctx.args.leader.clone();
+    let controller = controller
         .with_config(controller::Config::default().concurrency(concurrency))
         // A provider that appears or changes wakes the operations that use it.
         .watches(providers, watcher::Config::default(), move |p| {
@@ -172,8 +212,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    // Only the leader runs the controller (watches, polls, starts).
+    leader::run(lease_client, &leader_args, controller).await?;
+    health.set_ready(false);
+    server.shutdown().await;
     tracing::info!("lro-operator stopped");
     Ok(())
 }

@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, field};
 
 use super::Remembered;
-use super::{Context, ReconcileError, act, provider, status};
-use crate::api::{LongRunningOperation, LongRunningOperationStatus, PollingSpec};
+use super::{Context, ReconcileError, act, finalizer, provider, status};
+use crate::api::{
+    LongRunningOperation, LongRunningOperationStatus, Phase, PollingSpec, ProviderKind,
+};
 use crate::protocol::dialect;
 use crate::reconcile::{Action, Caps, Event, Input, Memory, Policy, decide};
+use crate::telemetry::metrics::provider_label;
 
 /// The most decide → act rounds in one reconcile (start, then an immediate poll, …).
 const MAX_ROUNDS: usize = 4;
@@ -23,18 +26,34 @@ pub async fn reconcile(
     op: Arc<LongRunningOperation>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
-    let span = info_span!(
+    // ERROR level only so that the span (the object and its upstream handle on every line) is
+    // enabled whatever the log filter; it does not log anything by itself.
+    let span = tracing::error_span!(
         "reconcile",
         namespace = op.namespace().unwrap_or_default(),
         name = op.name_any(),
-        operation = op
-            .status
-            .as_ref()
-            .and_then(|s| s.operation.as_ref())
-            .and_then(|h| h.name.clone().or(h.id.clone()))
-            .unwrap_or_default(),
+        operation = field::Empty,
     );
-    reconcile_inner(op, ctx).instrument(span).await
+    if let Some(handle) = handle_of(op.status.as_ref()) {
+        span.record("operation", handle);
+    }
+    let began = std::time::Instant::now();
+    let metrics = Arc::clone(&ctx.metrics);
+    let result = reconcile_inner(op, ctx).instrument(span).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ReconcileError::Status(_)) => "status_write",
+        Err(ReconcileError::Malformed(_)) => "malformed",
+        Err(ReconcileError::Finalizer(_)) => "finalizer",
+    };
+    metrics.reconciled(outcome, began.elapsed());
+    result
+}
+
+/// The upstream handle (name, id or url) for log lines.
+fn handle_of(status: Option<&LongRunningOperationStatus>) -> Option<String> {
+    let h = status?.operation.as_ref()?;
+    h.name.clone().or(h.id.clone()).or(h.url.clone())
 }
 
 async fn reconcile_inner(
@@ -47,18 +66,34 @@ async fn reconcile_inner(
     let uid = op.uid().ok_or(ReconcileError::Malformed("a uid"))?;
     let name = op.name_any();
     let api: Api<LongRunningOperation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (mut memory, written) = recall(&ctx, &uid);
+    let (mut memory, written, mut poll_due) = recall(&ctx, &uid);
     // The status subresource is the operator's alone: if the cache is behind our last write, trust the write.
     let mut current = match written {
         Some(w) if op.status.as_ref() != Some(&w) => w,
         _ => op.status.clone().unwrap_or_default(),
     };
 
-    if current.phase.is_some_and(|p| p.is_terminal())
-        && current.observed_generation == op.metadata.generation
-    {
+    let deleting = finalizer::deleting(&op);
+    if op.metadata.deletion_timestamp.is_some() && !deleting {
+        // Going away with nothing to cancel (onDelete: Orphan, or already released).
         forget(&ctx, &uid);
         return Ok(Requeue::await_change());
+    }
+    if current.phase.is_some_and(|p| p.is_terminal())
+        && (deleting || current.observed_generation == op.metadata.generation)
+    {
+        if deleting {
+            finalizer::remove(&api, &op)
+                .await
+                .map_err(ReconcileError::Finalizer)?;
+        }
+        forget(&ctx, &uid);
+        return Ok(Requeue::await_change());
+    }
+    if finalizer::wanted(&op, &current) {
+        finalizer::add(&api, &op)
+            .await
+            .map_err(ReconcileError::Finalizer)?;
     }
 
     // Observe: the provider, and what this process remembers.
@@ -77,6 +112,14 @@ async fn reconcile_inner(
         None => Policy::default(),
     };
     let dialect = provider_spec.as_ref().map(|p| dialect(p.protocol));
+    let meter = provider_spec.as_ref().map(|p| {
+        let scope = match op.spec.provider_ref.kind {
+            ProviderKind::OperationProvider => Some(namespace.as_str()),
+            ProviderKind::ClusterOperationProvider => None,
+        };
+        let label = provider_label(scope, &op.spec.provider_ref.name);
+        ctx.metrics.upstream(p.protocol.as_str(), label)
+    });
     let caps = dialect
         .map(|d| Caps {
             idempotent_start: d.idempotent_start(),
@@ -85,6 +128,7 @@ async fn reconcile_inner(
         .unwrap_or_default();
 
     for _ in 0..MAX_ROUNDS {
+        let now = jiff::Timestamp::now();
         let decision = decide(&Input {
             spec: &op.spec,
             status: &current,
@@ -94,17 +138,23 @@ async fn reconcile_inner(
             caps,
             memory: &memory,
             event: &event,
-            now: jiff::Timestamp::now(),
+            deleting,
+            now,
         });
         // Write before acting: the start intent and the handle are persisted first.
         if decision.status != current {
             status::write(&api, &name, &decision.status)
                 .await
                 .map_err(ReconcileError::Status)?;
+            ctx.metrics.status_written();
             current = decision.status;
+            if let Some(handle) = handle_of(Some(&current)) {
+                tracing::Span::current().record("operation", handle);
+            }
         }
         status::publish(&ctx, &op, &decision.notices).await;
-        let (Some(provider_spec), Some(dialect)) = (&provider_spec, dialect) else {
+        let (Some(provider_spec), Some(dialect), Some(meter)) = (&provider_spec, dialect, &meter)
+        else {
             return Ok(requeue(decision.action));
         };
         event = match decision.action {
@@ -115,6 +165,7 @@ async fn reconcile_inner(
                 debug!(request_id, "sending the start request");
                 act::start(
                     &ctx.upstream,
+                    meter,
                     provider_spec,
                     dialect,
                     start,
@@ -124,23 +175,70 @@ async fn reconcile_inner(
                 .await
             }
             Action::Poll => {
-                act::poll(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await
+                ctx.metrics.polled(poll_due.take(), now);
+                act::poll(
+                    &ctx.upstream,
+                    meter,
+                    provider_spec,
+                    dialect,
+                    &current,
+                    &mut memory,
+                )
+                .await
             }
             Action::Cancel => {
-                act::cancel(&ctx.upstream, provider_spec, dialect, &current, &mut memory).await
+                act::cancel(
+                    &ctx.upstream,
+                    meter,
+                    provider_spec,
+                    dialect,
+                    &current,
+                    &mut memory,
+                )
+                .await
             }
             Action::Wait(after) => {
+                if deleting && finalizer::may_release(&op, &current, caps, &memory, now) {
+                    if !current.phase.is_some_and(|p| p.is_terminal()) {
+                        let why = memory.last_error.clone().unwrap_or_else(|| {
+                            "the upstream did not confirm the cancel in time, or cannot cancel"
+                                .into()
+                        });
+                        let notice = crate::reconcile::Notice {
+                            warning: true,
+                            reason: "DeletedWithoutCancel",
+                            action: "Delete",
+                            message: format!(
+                                "deleted while the upstream operation may still run: {why}"
+                            ),
+                        };
+                        status::publish(&ctx, &op, &[notice]).await;
+                    }
+                    if let Err(e) = finalizer::remove(&api, &op).await {
+                        // Keep what was learnt: the retry must not poll or cancel again.
+                        remember(&ctx, &uid, memory, current, None);
+                        return Err(ReconcileError::Finalizer(e));
+                    }
+                    forget(&ctx, &uid);
+                    return Ok(Requeue::await_change());
+                }
                 if current.phase.is_some_and(|p| p.is_terminal()) {
                     forget(&ctx, &uid);
                 } else {
-                    remember(&ctx, &uid, memory, current);
+                    // When the next poll is due, for lro_poll_lateness_seconds.
+                    let polling = matches!(current.phase, Some(Phase::Running | Phase::Cancelling));
+                    poll_due = after
+                        .filter(|_| polling)
+                        .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+                        .and_then(|d| now.checked_add(d).ok());
+                    remember(&ctx, &uid, memory, current, poll_due);
                 }
                 return Ok(requeue(Action::Wait(after)));
             }
         };
         debug!(?event, "upstream answered");
     }
-    remember(&ctx, &uid, memory, current);
+    remember(&ctx, &uid, memory, current, poll_due);
     Ok(Requeue::requeue(Duration::from_secs(1)))
 }
 
@@ -163,17 +261,34 @@ fn requeue(action: Action) -> Requeue {
     }
 }
 
-fn recall(ctx: &Context, uid: &str) -> (Memory, Option<LongRunningOperationStatus>) {
+type Recalled = (
+    Memory,
+    Option<LongRunningOperationStatus>,
+    Option<jiff::Timestamp>,
+);
+
+fn recall(ctx: &Context, uid: &str) -> Recalled {
     let map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
     match map.get(uid) {
-        Some(r) => (r.memory.clone(), Some(r.status.clone())),
-        None => (Memory::new(jiff::Timestamp::now()), None),
+        Some(r) => (r.memory.clone(), Some(r.status.clone()), r.poll_due),
+        None => (Memory::new(jiff::Timestamp::now()), None, None),
     }
 }
 
-fn remember(ctx: &Context, uid: &str, memory: Memory, status: LongRunningOperationStatus) {
+fn remember(
+    ctx: &Context,
+    uid: &str,
+    memory: Memory,
+    status: LongRunningOperationStatus,
+    poll_due: Option<jiff::Timestamp>,
+) {
     let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-    map.insert(uid.to_owned(), Remembered { memory, status });
+    let remembered = Remembered {
+        memory,
+        status,
+        poll_due,
+    };
+    map.insert(uid.to_owned(), remembered);
 }
 
 fn forget(ctx: &Context, uid: &str) {

@@ -108,6 +108,8 @@ pub struct Input<'a> {
     pub memory: &'a Memory,
     /// What just happened.
     pub event: &'a Event,
+    /// The object is being deleted and `spec.onDelete` is `Cancel`: cancel as if `spec.cancel`.
+    pub deleting: bool,
     /// The current time.
     pub now: Timestamp,
 }
@@ -340,7 +342,7 @@ impl Decider<'_> {
             return action;
         }
         let memory = self.input.memory;
-        if self.input.spec.cancel && !memory.cancel_refused {
+        if self.cancel_wanted() && !memory.cancel_refused {
             if !self.input.caps.can_cancel {
                 self.status.phase = Some(Phase::Running);
                 let message = CANCEL_UNSUPPORTED.to_owned();
@@ -354,11 +356,12 @@ impl Decider<'_> {
                 let message = "sending the cancel request".to_owned();
                 self.status.message = Some(message.clone());
                 self.conditions("Cancelling", &message);
-                self.notice(
-                    false,
-                    "Cancelling",
-                    "cancel requested by spec.cancel".into(),
-                );
+                let why = if self.input.spec.cancel {
+                    "cancel requested by spec.cancel"
+                } else {
+                    "cancel requested by deletion (spec.onDelete: Cancel)"
+                };
+                self.notice(false, "Cancelling", why.into());
                 return Action::Cancel;
             } else if !memory.cancel_sent && self.due() {
                 return Action::Cancel;
@@ -454,7 +457,7 @@ impl Decider<'_> {
                 // While spec.cancel asks for a cancel the protocol lacks, keep saying so: switching
                 // back to "Polling" here would flip the message (and a warning) on every poll.
                 let unsupported = !cancelling
-                    && self.input.spec.cancel
+                    && self.cancel_wanted()
                     && !self.input.caps.can_cancel
                     && !self.input.memory.cancel_refused;
                 let message = match &observation.message {
@@ -576,14 +579,20 @@ impl Decider<'_> {
     }
 
     fn conditions(&mut self, reason: &str, message: &str) {
+        let user_cancelled = self.cancel_wanted();
         conditions::set_from_phase(
             &mut self.status,
             reason,
             message,
             self.input.generation,
-            self.input.spec.cancel,
+            user_cancelled,
             self.input.now,
         );
+    }
+
+    /// The user asked for a cancel: `spec.cancel`, or deletion with `onDelete: Cancel`.
+    fn cancel_wanted(&self) -> bool {
+        self.input.spec.cancel || self.input.deleting
     }
 
     fn notice(&mut self, warning: bool, reason: &'static str, message: String) {

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::faults;
 use super::render::{error_response, not_found, operation_json};
 use super::script::{Outcome, Script, json_object};
 use super::state::SimState;
@@ -25,7 +26,7 @@ pub async fn dispatch(
     let query = uri.query().unwrap_or_default();
     match (method, rest) {
         (Method::GET, "operations") => list(&state),
-        (Method::GET, _) if rest.starts_with("operations/") => get(&state, rest),
+        (Method::GET, _) if rest.starts_with("operations/") => faults::get(&state, rest).await,
         (Method::POST, _) if rest.starts_with("operations/") && rest.ends_with(":cancel") => {
             cancel(&state, rest.trim_end_matches(":cancel"))
         }
@@ -52,18 +53,6 @@ fn list(state: &SimState) -> Response {
         .map(|op| operation_json(op, now))
         .collect();
     Json(json!({ "operations": ops })).into_response()
-}
-
-fn get(state: &SimState, name: &str) -> Response {
-    let now = state.now_ms();
-    let mut store = state.store();
-    match store.get_mut(name) {
-        Some(op) => {
-            op.record_get(now);
-            Json(operation_json(op, now)).into_response()
-        }
-        None => not_found(name),
-    }
 }
 
 fn cancel(state: &SimState, name: &str) -> Response {

@@ -3,6 +3,7 @@
 //! reset). Tests and the demo drive the real operator against it.
 
 mod admin;
+pub mod faults;
 mod google;
 mod redpanda;
 mod render;

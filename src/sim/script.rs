@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::Faults;
+
 /// How a simulated operation ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +50,8 @@ pub struct Script {
     pub start_status: Option<u16>,
     /// Delay between creating the operation and answering the create request.
     pub start_delay_ms: u64,
+    /// Faults applied to the operation's GETs, in order (see [`super::faults`]).
+    pub faults: Faults,
 }
 
 impl Default for Script {
@@ -62,6 +66,7 @@ impl Default for Script {
             steps: false,
             start_status: None,
             start_delay_ms: 0,
+            faults: Faults::default(),
         }
     }
 }

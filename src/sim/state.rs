@@ -250,6 +250,7 @@ impl Store {
                     "requestId": op.request_id,
                     "outcome": op.outcome().as_str(),
                     "getTimesMs": op.get_times_ms,
+                    "faults": op.script.faults.stats_json(),
                 });
                 (op.name.clone(), stats)
             })

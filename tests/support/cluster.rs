@@ -44,6 +44,11 @@ async fn start() -> Cluster {
         Some(path) => PathBuf::from(path),
         None => control_plane_up(&std::env::temp_dir().join("lro-e2e")).await,
     };
+    with_crds(kubeconfig).await
+}
+
+/// The cluster of `kubeconfig`, with the CRDs installed.
+pub async fn with_crds(kubeconfig: PathBuf) -> Cluster {
     assert!(
         kubeconfig.is_file(),
         "kubeconfig {} does not exist",
@@ -73,7 +78,7 @@ async fn start() -> Cluster {
 }
 
 /// Runs `hack/control-plane up --dir DIR` and returns the kubeconfig from its last stdout line.
-async fn control_plane_up(dir: &Path) -> PathBuf {
+pub async fn control_plane_up(dir: &Path) -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/control-plane");
     let out = Command::new(script)
         .arg("up")

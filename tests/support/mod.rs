@@ -2,6 +2,8 @@
 //! `run`), real `kubectl`. Each [`TestEnv`] owns a namespace, a simulator, a provider and an operator.
 
 mod cluster;
+mod health;
+pub mod leader;
 mod status_log;
 
 use std::fs::{File, OpenOptions};
@@ -48,6 +50,8 @@ pub struct TestEnv {
     status_log: StatusLog,
     _sim: Child,
     operator: Option<Child>,
+    /// Extra flags of `lro-operator run` (see [`TestEnv::restart_operator_with`]).
+    operator_args: Vec<String>,
     /// Logs of the simulator and the operator; kept when the test fails.
     logs: Option<tempfile::TempDir>,
 }
@@ -55,7 +59,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// A namespace `<name>-<suffix>`, a simulator, provider `sim`, and a running operator.
     pub async fn new(name: &str) -> TestEnv {
-        let cluster = cluster().await;
+        TestEnv::on(cluster().await, name).await
+    }
+
+    /// Like [`TestEnv::new`], on `cluster` instead of the shared control plane.
+    pub async fn on(cluster: &'static Cluster, name: &str) -> TestEnv {
         let client = cluster.client().await;
         let ns = format!("{name}-{}", suffix());
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))
@@ -80,6 +88,7 @@ impl TestEnv {
             status_log,
             _sim: sim,
             operator: None,
+            operator_args: Vec::new(),
             logs: Some(logs),
         };
         let provider = json!({
@@ -114,7 +123,10 @@ impl TestEnv {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", path.display()));
         let child = Command::new(BIN)
-            .args(["run", "--namespace", &self.ns])
+            .args(["run", "--namespace", &self.ns, "--leader-elect=false"])
+            // Any free loopback port (tests run side by side); see `health.rs`.
+            .args(["--health-addr", "127.0.0.1:0"])
+            .args(&self.operator_args)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
             .env("RUST_LOG", "info,lro_operator=debug")
             .stdin(Stdio::null())
@@ -135,6 +147,21 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("cannot kill the operator: {e}"));
         let mut log = log_file(&self.operator_log());
         let _ = writeln!(log, "===== e2e: operator killed at unix ms {}", unix_ms());
+    }
+
+    /// Restarts the operator with extra flags (kept for later restarts), e.g.
+    /// `["--request-timeout", "1s"]`.
+    pub async fn restart_operator_with(&mut self, args: &[&str]) {
+        if self.operator.is_some() {
+            self.kill_operator().await;
+        }
+        self.operator_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.start_operator().await;
+    }
+
+    /// The process id of the running operator.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.as_ref().and_then(Child::id)
     }
 
     fn operator_log(&self) -> PathBuf {

@@ -233,6 +233,7 @@ impl World {
             caps: self.caps,
             memory: &self.memory,
             event,
+            deleting: false,
             now: self.now,
         })
     }
@@ -1877,4 +1878,201 @@ fn a_whole_life_writes_only_on_visible_changes() {
     // Starting, StartRetrying (the resend itself writes nothing), Running, new progress, Succeeded:
     // the polls that saw nothing new wrote nothing.
     assert_eq!(writes, 5);
+}
+
+/// The `Progress` notices of a decision, as (action, message).
+fn progress_notices(d: &Decision) -> Vec<(&'static str, String)> {
+    d.notices
+        .iter()
+        .filter(|n| n.reason == "Progress")
+        .inspect(|n| assert!(!n.warning, "Progress is a Normal event"))
+        .map(|n| (n.action, n.message.clone()))
+        .collect()
+}
+
+fn progress_actions(d: &Decision) -> Vec<&'static str> {
+    progress_notices(d).into_iter().map(|(a, _)| a).collect()
+}
+
+/// Running at `p` percent (polled at `T + 10`).
+fn running_at(p: i32) -> World {
+    World::running()
+        .at(10.0)
+        .polled(obs(UpstreamState::Running, Some(p)))
+}
+
+#[test]
+fn progress_milestones() {
+    run(vec![
+        Row {
+            name: "Running 10% + Polled 30%: Progress event for 25%",
+            given: World::running()
+                .at(30.0)
+                .mem(|m| m.record_success(t(30.0), None)),
+            event: Event::Polled(obs(UpstreamState::Running, Some(30))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                let notices = progress_notices(d);
+                assert_eq!(notices.len(), 1, "{notices:?}");
+                assert_eq!(notices[0].0, "Progress25");
+                assert!(notices[0].1.contains("30%"), "{notices:?}");
+                assert!(notices[0].1.contains(OP), "names the handle: {notices:?}");
+                assert_eq!(d.notices.len(), 1, "nothing else: {:?}", d.notices);
+            },
+        },
+        Row {
+            name: "Running 10% + Polled 20%: no milestone crossed, no event",
+            given: World::running().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(20))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert!(d.notices.is_empty(), "{:?}", d.notices),
+        },
+        Row {
+            name: "Running 10% + Polled exactly 25%: the milestone counts when reached",
+            given: World::running().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(25))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert_eq!(progress_actions(d), ["Progress25"]),
+        },
+        Row {
+            name: "Running 10% + Polled 80%: one event, for the highest milestone crossed",
+            given: World::running().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(80))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert_eq!(progress_actions(d), ["Progress75"]),
+        },
+        Row {
+            name: "Running 50% + Polled 60%: 50% was already announced, no event",
+            given: running_at(50).at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(60))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert!(progress_notices(d).is_empty()),
+        },
+        Row {
+            name: "Running 50% + Polled 50% again: nothing new, no event",
+            given: running_at(50).at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(50))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |w, d| {
+                unchanged(w, d);
+                assert!(d.notices.is_empty());
+            },
+        },
+        Row {
+            name: "Running 60% + Polled 40% (lower): progress kept, no event",
+            given: running_at(60).at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(40))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |w, d| {
+                unchanged(w, d);
+                assert!(d.notices.is_empty());
+            },
+        },
+        Row {
+            name: "Running (no progress) + Polled 55%: first progress crosses 25 and 50, one event",
+            given: World::running_without_progress().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(55))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert_eq!(progress_actions(d), ["Progress50"]),
+        },
+        Row {
+            name: "Running (no progress) + Polled without progress: no event",
+            given: World::running_without_progress().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, None)),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| assert!(d.notices.is_empty()),
+        },
+        Row {
+            name: "Starting + Started at 30%: Started, then Progress for 25%",
+            given: World::starting().at(2.0),
+            event: started(obs(UpstreamState::Running, Some(30))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                let reasons: Vec<_> = d.notices.iter().map(|n| n.reason).collect();
+                assert_eq!(reasons, ["Started", "Progress"]);
+                assert_eq!(progress_actions(d), ["Progress25"]);
+                assert_eq!(d.notices[0].action, "Reconcile");
+            },
+        },
+        Row {
+            name: "Running 60% + Polled succeeded: Succeeded only, no Progress for 75%",
+            given: running_at(60).at(70.0),
+            event: Event::Polled(obs(UpstreamState::Succeeded, Some(100))),
+            phase: Phase::Succeeded,
+            action: Want::Is(Action::Wait(None)),
+            reason: "Succeeded",
+            check: |_, d| {
+                let reasons: Vec<_> = d.notices.iter().map(|n| n.reason).collect();
+                assert_eq!(reasons, ["Succeeded"]);
+            },
+        },
+        Row {
+            name: "Running 10% + Polled failed at 90%: Failed only, no Progress",
+            given: World::running().at(70.0),
+            event: Event::Polled(Observation {
+                error: Some(upstream_error("INTERNAL", "boom")),
+                ..obs(UpstreamState::Failed, Some(90))
+            }),
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "UpstreamFailed",
+            check: |_, d| assert!(progress_notices(d).is_empty()),
+        },
+        Row {
+            name: "Cancelling 10% + Polled 50%: milestones are announced while cancelling too",
+            given: World::cancelling().at(30.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(50))),
+            phase: Phase::Cancelling,
+            action: Want::WaitSome,
+            reason: "Cancelling",
+            check: |_, d| assert_eq!(progress_actions(d), ["Progress50"]),
+        },
+    ]);
+}
+
+#[test]
+fn each_progress_milestone_is_announced_once_over_a_whole_life() {
+    let mut w = World::running_without_progress();
+    let mut actions = Vec::new();
+    for (i, p) in [0, 5, 10, 24, 25, 26, 40, 50, 49, 51, 74, 76, 90, 99]
+        .into_iter()
+        .enumerate()
+    {
+        let now = 10.0 * (i as f64 + 1.0);
+        w = w.at(now).mem(|m| m.record_success(t(now), None));
+        let d = w.decide(&Event::Polled(obs(UpstreamState::Running, Some(p))));
+        invariants(
+            "whole life",
+            &w,
+            &Event::Polled(obs(UpstreamState::Running, Some(p))),
+            &d,
+        );
+        actions.extend(progress_actions(&d));
+        w.status = d.status;
+    }
+    assert_eq!(actions, ["Progress25", "Progress50", "Progress75"]);
+    // A restart forgets the memory, not the status: nothing is announced again.
+    let w = w.restart().at(500.0);
+    let d = w.decide(&Event::Polled(obs(UpstreamState::Running, Some(99))));
+    assert!(progress_notices(&d).is_empty());
 }

@@ -1,0 +1,226 @@
+//! Helpers for the chart tests (`tests/chart.rs`): Helm 4 built by `hack/build-tools`, kubectl and
+//! helm with a kubeconfig of their own (the admin's, or a ServiceAccount token's), and the operator
+//! binary run as a given identity.
+//!
+//! Included by `tests/chart.rs` with `#[path]` (not a submodule of `support`), so it only uses
+//! `support`'s public items.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+use crate::support::{Output, TestEnv};
+
+/// How long one helm or kubectl call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(180);
+/// The repository root.
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The chart, as a path.
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lro-operator");
+
+static HELM: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The Helm binary: `hack/build-tools helm` (a no-op when it is up to date), then its path.
+pub async fn helm_bin() -> &'static Path {
+    HELM.get_or_init(|| async {
+        let script = format!("{ROOT}/hack/build-tools");
+        let build = run(Command::new(&script).arg("helm"), None).await;
+        assert!(build.success, "cannot build Helm: {build}");
+        let path = run(Command::new(&script).args(["--print-path", "helm"]), None).await;
+        let path = PathBuf::from(path.assert_ok().stdout.trim());
+        assert!(path.is_file(), "no Helm at {}", path.display());
+        path
+    })
+    .await
+}
+
+/// Runs `command` (feeding `stdin`), with a timeout; never panics on a non-zero exit.
+pub async fn run(command: &mut Command, stdin: Option<&str>) -> Output {
+    let std = command.as_std();
+    let mut line = std.get_program().to_string_lossy().into_owned();
+    for arg in std.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("cannot write to `{line}`: {e}"));
+    }
+    let out = tokio::time::timeout(CALL_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`{line}` did not finish within {CALL_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("`{line}` failed to run: {e}"));
+    Output {
+        command: line,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("exceeds the supported minor version skew"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        success: out.status.success(),
+    }
+}
+
+/// One identity on the test cluster: a kubeconfig file of its own, and kubectl/helm/operator
+/// commands that use it. Helm's and kubectl's caches live in the same temporary folder.
+pub struct Identity {
+    /// The kubeconfig file.
+    pub kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Identity {
+    /// The admin of the test cluster behind `env` (a self-contained copy of its kubeconfig).
+    pub async fn admin(env: &TestEnv) -> Identity {
+        let view = env
+            .kubectl(&[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "--flatten",
+                "-o",
+                "json",
+            ])
+            .await
+            .assert_ok();
+        Identity::write(&view.stdout, "admin")
+    }
+
+    /// A bearer token for `serviceaccount` in `namespace`, from the TokenRequest API (what the
+    /// kubelet mounts into the chart's pods), on the admin's cluster.
+    pub async fn service_account(admin: &Identity, namespace: &str, name: &str) -> Identity {
+        let token = admin
+            .kubectl(
+                &["create", "token", name, "-n", namespace, "--duration=1h"],
+                None,
+            )
+            .await
+            .assert_ok()
+            .stdout
+            .trim()
+            .to_owned();
+        assert!(
+            !token.is_empty(),
+            "TokenRequest for {namespace}/{name} gave no token"
+        );
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(&admin.kubeconfig).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("admin kubeconfig is not JSON: {e}"));
+        let users = config["users"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("no users in the admin kubeconfig"));
+        assert_eq!(users.len(), 1, "a minified kubeconfig has one user");
+        users[0]["user"] = serde_json::json!({"token": token});
+        users[0]["name"] = Value::from(format!("system:serviceaccount:{namespace}:{name}"));
+        let user = users[0]["name"].clone();
+        for context in config["contexts"].as_array_mut().into_iter().flatten() {
+            context["context"]["user"] = user.clone();
+            context["context"]["namespace"] = Value::from(namespace);
+        }
+        Identity::write(&config.to_string(), "serviceaccount")
+    }
+
+    /// No cluster at all: for `helm lint` and `helm template`.
+    pub fn offline() -> Identity {
+        Identity::write("apiVersion: v1\nkind: Config\n", "offline")
+    }
+
+    fn write(kubeconfig: &str, what: &str) -> Identity {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("lro-chart-{what}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, kubeconfig)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        Identity {
+            kubeconfig: path,
+            dir,
+        }
+    }
+
+    /// `kubectl ARGS…` as this identity.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new("kubectl");
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"));
+        run(&mut command, stdin).await
+    }
+
+    /// `helm ARGS…` as this identity (its config, cache and data in a private folder).
+    pub async fn helm(&self, args: &[&str]) -> Output {
+        let home = self.dir.path().join("helm");
+        let mut command = Command::new(helm_bin().await);
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"));
+        run(&mut command, None).await
+    }
+
+    /// `kubectl auth can-i VERB RESOURCE [flags]` as this identity: `true` for "yes".
+    pub async fn can_i(&self, verb: &str, resource: &str, flags: &[&str]) -> bool {
+        let mut args = vec!["auth", "can-i", verb, resource];
+        args.extend_from_slice(flags);
+        let out = self.kubectl(&args, None).await;
+        match out.stdout.trim() {
+            "yes" => true,
+            "no" => false,
+            _ => panic!("unexpected answer: {out}"),
+        }
+    }
+}
+
+/// The arguments the chart gives the operator container of `deployment` (a Deployment as JSON),
+/// with `$(VAR)` references expanded from `env` as the kubelet would.
+pub fn container_args(deployment: &Value, env: &[(&str, &str)]) -> Vec<String> {
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no containers in {deployment:#}"));
+    assert_eq!(containers.len(), 1, "the chart runs one container");
+    containers[0]["args"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no args in {deployment:#}"))
+        .iter()
+        .map(|a| {
+            let mut arg = a.as_str().unwrap_or_default().to_owned();
+            for (name, value) in env {
+                arg = arg.replace(&format!("$({name})"), value);
+            }
+            arg
+        })
+        .collect()
+}
+
+/// A free loopback port (free now; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}

@@ -1,0 +1,211 @@
+//! Operator replicas with leader election, their Lease, and a control plane of a test's own that
+//! it may restart (used by `tests/leader.rs`).
+
+// Each test binary uses a part of the harness.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::process::{Child, Command};
+
+use super::cluster::{Cluster, control_plane_up, with_crds};
+use super::{BIN, LOG_TAIL, TestEnv, log_file, unix_ms};
+
+/// The name of the Lease the replicas of a [`TestEnv`] compete for (in its namespace).
+pub const LEASE: &str = "lro-operator";
+const CONTROL_PLANE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/control-plane");
+
+/// One `lro-operator run` process with leader election on.
+pub struct Replica {
+    /// Its identity in the Lease (`POD_NAME`).
+    pub identity: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts `lro-operator run` with leader election on the Lease [`LEASE`] in the test
+    /// namespace, `--lease-duration lease`, identity `identity`; logs to `operator-<identity>.log`.
+    pub fn start_replica(&self, identity: &str, lease: Duration) -> Replica {
+        let log = self.log_dir().join(format!("operator-{identity}.log"));
+        let mut out = log_file(&log);
+        let _ = writeln!(out, "===== e2e: replica started at unix ms {}", unix_ms());
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", log.display()));
+        let lease_duration = format!("{}ms", lease.as_millis());
+        let child = Command::new(BIN)
+            .args([
+                "run",
+                "--namespace",
+                &self.ns,
+                "--lease-namespace",
+                &self.ns,
+            ])
+            .args(["--lease-name", LEASE, "--lease-duration", &lease_duration])
+            .env("POD_NAME", identity)
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            .env("RUST_LOG", "info,lro_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN} run: {e}"));
+        Replica {
+            identity: identity.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The Lease [`LEASE`], if it exists.
+    pub async fn lease(&self) -> Option<Lease> {
+        let leases: Api<Lease> = Api::namespaced(self.lros.clone().into_client(), &self.ns);
+        leases
+            .get_opt(LEASE)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read lease/{LEASE}: {e}"))
+    }
+
+    /// Waits until one of `identities` holds the Lease; returns it.
+    pub async fn wait_leader(&self, identities: &[&str], timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let lease = self.lease().await;
+            let holder = lease.as_ref().and_then(holder);
+            if let Some(h) = holder.as_deref().filter(|h| identities.contains(h)) {
+                return h.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "none of {identities:?} holds lease/{LEASE} within {timeout:?}: {lease:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The holder of `lease`, if any.
+pub fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
+}
+
+/// How many times `lease` changed hands (0 if never held).
+pub fn transitions(lease: &Lease) -> i32 {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(0)
+}
+
+impl Replica {
+    /// SIGKILL (a crash: the Lease is not released); waits for the process to exit.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the replica is running");
+        child
+            .kill()
+            .await
+            .unwrap_or_else(|e| panic!("cannot kill {}: {e}", self.identity));
+        let _ = writeln!(
+            log_file(&self.log),
+            "===== e2e: replica killed at unix ms {}",
+            unix_ms()
+        );
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+            eprintln!("===== replica {} log tail:\n{tail}\n=====", self.identity);
+        }
+    }
+}
+
+/// A control plane of the test's own (`hack/control-plane up --dir …`), stopped when dropped.
+pub struct ControlPlane {
+    dir: PathBuf,
+    /// The cluster, with the CRDs installed.
+    pub cluster: &'static Cluster,
+}
+
+impl ControlPlane {
+    /// Starts a control plane in a fresh directory named after `name`.
+    pub async fn up(name: &str) -> ControlPlane {
+        let dir = std::env::temp_dir().join(format!(
+            "lro-e2e-{name}-{}-{}",
+            std::process::id(),
+            unix_ms()
+        ));
+        let kubeconfig = control_plane_up(&dir).await;
+        // Stopped below before anything else could use it; leaking keeps `TestEnv`'s `&'static`.
+        let cluster = Box::leak(Box::new(with_crds(kubeconfig).await));
+        ControlPlane { dir, cluster }
+    }
+
+    /// `hack/control-plane restart-apiserver --dir DIR`; returns how long it took.
+    pub async fn restart_apiserver(&self) -> Duration {
+        let started = tokio::time::Instant::now();
+        let out = Command::new(CONTROL_PLANE)
+            .arg("restart-apiserver")
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("cannot run {CONTROL_PLANE}: {e}"));
+        assert!(
+            out.status.success(),
+            "restart-apiserver failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    }
+
+    /// The directory (kubeconfig, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            eprintln!("===== apiserver log tail:\n{tail}\n=====");
+        }
+        let _ = std::process::Command::new(CONTROL_PLANE)
+            .arg("down")
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
