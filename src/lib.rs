@@ -5,9 +5,11 @@
 //! simulator used by the tests and the demo.
 
 pub mod api;
+pub mod cel;
 pub mod controller;
 pub mod protocol;
 pub mod reconcile;
 pub mod sim;
 pub mod telemetry;
 pub mod upstream;
+pub mod webhook;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(lro_operator::controller::RunArgs),
+    Run(Box<lro_operator::controller::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd,
     /// Run the upstream simulator (every protocol, scripted durations and outcomes).
@@ -48,6 +48,8 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // CEL evaluation recurses (see `lro_operator::cel`): room to spare, reserved not committed.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
     {
         Ok(rt) => rt,
@@ -60,7 +62,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 lro_operator::telemetry::init_logging(args.log_json);
-                lro_operator::controller::run(args).await?;
+                lro_operator::controller::run(*args).await?;
             }
             Command::Sim(args) => {
                 lro_operator::telemetry::init_logging(false);

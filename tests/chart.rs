@@ -19,6 +19,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use helm::{CHART, Identity, ROOT, container_args, free_port};
+use kube::ResourceExt;
 use lro_operator::api::Phase;
 use serde_json::{Value, json};
 use support::{PROVIDER, TestEnv, pretty};
@@ -31,7 +32,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_lro-operator");
 
 #[test]
 fn chart_crds_are_the_top_level_crds() {
+    if let Some(why) = crd_drift() {
+        panic!("{why}");
+    }
+}
+
+/// Why `charts/lro-operator/crds/` is not a copy of `crds/`, if it is not.
+fn crd_drift() -> Option<String> {
     let chart_dir = format!("{CHART}/crds");
+    let top_dir = format!("{ROOT}/crds");
     let names = |dir: &str| -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
@@ -39,29 +48,23 @@ fn chart_crds_are_the_top_level_crds() {
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
     };
-    let top_dir = format!("{ROOT}/crds");
     let fix = "run `cp crds/*.yaml charts/lro-operator/crds/` (Helm installs the chart's copy)";
-    assert_eq!(names(&chart_dir), names(&top_dir), "{fix}");
-    for name in names(&top_dir) {
-        let read = |dir: &str| {
-            std::fs::read(format!("{dir}/{name}"))
-                .unwrap_or_else(|e| panic!("cannot read {dir}/{name}: {e}"))
-        };
-        assert!(
-            read(&chart_dir) == read(&top_dir),
-            "charts/lro-operator/crds/{name} differs from crds/{name}: {fix}"
-        );
+    let (chart, top) = (names(&chart_dir), names(&top_dir));
+    if chart != top {
+        return Some(format!(
+            "charts/lro-operator/crds/ has {chart:?}, crds/ has {top:?}: {fix}"
+        ));
     }
-}
-
-/// Helm without a cluster (`helm lint` and `helm template` never contact one).
-async fn offline() -> Identity {
-    Identity::offline()
+    let read =
+        |path: String| std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    top.into_iter()
+        .find(|name| read(format!("{chart_dir}/{name}")) != read(format!("{top_dir}/{name}")))
+        .map(|name| format!("charts/lro-operator/crds/{name} differs from crds/{name}: {fix}"))
 }
 
 #[tokio::test]
 async fn helm_lint_is_clean() {
-    let helm = offline().await;
+    let helm = Identity::offline(); // lint and template never contact a cluster
     for sets in [
         vec![],
         vec![
@@ -84,7 +87,7 @@ async fn helm_lint_is_clean() {
 
 #[tokio::test]
 async fn values_schema_rejects_invalid_values() {
-    let helm = offline().await;
+    let helm = Identity::offline(); // lint and template never contact a cluster
     for (set, mentions) in [
         ("replicaCount=-1", "replicaCount"),
         ("replicaCount=two", "replicaCount"),
@@ -115,7 +118,7 @@ async fn values_schema_rejects_invalid_values() {
 
 #[tokio::test]
 async fn rendered_objects_follow_the_values() {
-    let helm = offline().await;
+    let helm = Identity::offline(); // lint and template never contact a cluster
     let render = |extra: &'static [&'static str]| {
         let helm = &helm;
         async move {
@@ -200,6 +203,11 @@ async fn rendered_objects_follow_the_values() {
         role["metadata"]["namespace"], "lro-system",
         "leases only in the release namespace"
     );
+    // Watching every namespace: provider Secrets may be anywhere.
+    assert_eq!(
+        names(&defaults, "ClusterRole"),
+        ["rel-lro-operator", "rel-lro-operator-credentials"]
+    );
     assert_eq!(
         find(&defaults, "PodDisruptionBudget")["spec"]["maxUnavailable"],
         1
@@ -221,9 +229,22 @@ async fn rendered_objects_follow_the_values() {
         .map(|o| o["kind"].as_str().unwrap_or(""))
         .collect();
     assert!(kinds.contains("ServiceMonitor"), "{kinds:?}");
-    assert!(
-        !kinds.contains("Role") && !kinds.contains("RoleBinding"),
-        "no lease Role without leader election: {kinds:?}"
+    // Watching one namespace: Secrets only there and in the release namespace; no lease Role.
+    assert_eq!(names(&custom, "ClusterRole"), ["rel-lro-operator"]);
+    let roles: Vec<(String, String)> = custom
+        .iter()
+        .filter(|o| o["kind"] == "Role")
+        .map(|o| {
+            let field = |f: &str| o["metadata"][f].as_str().unwrap_or_default().to_owned();
+            (field("namespace"), field("name"))
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("lro-system".into(), "rel-lro-operator-credentials".into()),
+            ("team-a".into(), "rel-lro-operator-credentials".into()),
+        ]
     );
     let deployment = find(&custom, "Deployment");
     let args = container_args(&deployment, &[]);
@@ -283,6 +304,36 @@ struct Operator {
 }
 
 impl Operator {
+    /// Runs `lro-operator ARGS…` as `identity`, with `env` (the downward API's variables).
+    fn start(args: &[String], identity: &Identity, env: &[(&str, &str)], tag: &str) -> Operator {
+        let log = tempfile::Builder::new()
+            .prefix(&format!("lro-chart-operator-{tag}-"))
+            .suffix(".log")
+            .tempfile()
+            .unwrap_or_else(|e| panic!("cannot create a log file: {e}"));
+        // Append mode: stdout and stderr share the file without overwriting each other.
+        let reopen = || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(log.path())
+                .unwrap_or_else(|e| panic!("cannot reopen the log: {e}"))
+        };
+        let (out, err) = (reopen(), reopen());
+        writeln!(&out, "===== lro-operator {}", args.join(" ")).ok();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("KUBECONFIG", &identity.kubeconfig)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info,lro_operator=debug,kube_runtime=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        Operator { child, log }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
@@ -320,45 +371,54 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
     let mut env = TestEnv::new("chart").await;
     // The harness's operator runs as the admin: stop it before any operation exists.
     env.kill_operator().await;
+    // Operations, providers and their Secrets live in `ns`; the release (ServiceAccount, Lease,
+    // ClusterOperationProvider Secrets) in `sys`; `default` stands for every other namespace.
     let ns = env.ns.clone();
+    let sys = format!("{ns}-sys");
     let release = ns.clone(); // unique, so the cluster-scoped RBAC objects never clash
     let admin = Identity::admin(&env).await;
+    // The harness applied crds/; Helm 4 applies the chart's copy server-side and stops on a conflict.
+    if let Some(why) = crd_drift() {
+        panic!("{why}");
+    }
+    admin
+        .kubectl(&["create", "namespace", &sys], None)
+        .await
+        .assert_ok();
 
     // Install (no --wait: a bare apiserver never runs the pods).
     let watch = format!("--set=operator.watchNamespace={ns}");
     admin
-        .helm(&["install", &release, CHART, "-n", &ns, &watch])
+        .helm(&["install", &release, CHART, "-n", &sys, &watch])
         .await
         .assert_ok();
-    let deployment: Value = serde_json::from_str(
-        &admin
-            .kubectl(
-                &[
-                    "get",
-                    "deployment",
-                    "-n",
-                    &ns,
-                    "-l",
-                    &format!("app.kubernetes.io/instance={release}"),
-                    "-o",
-                    "json",
-                ],
-                None,
-            )
-            .await
-            .assert_ok()
-            .stdout,
-    )
-    .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
-    let deployment = &deployment["items"][0];
-    let pod = &deployment["spec"]["template"]["spec"];
-    let sa = pod["serviceAccountName"]
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let deployments = admin
+        .kubectl(
+            &[
+                "get",
+                "deployment",
+                "-n",
+                &sys,
+                "-l",
+                &selector,
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await
+        .assert_ok();
+    let deployments: Value = serde_json::from_str(&deployments.stdout)
+        .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
+    let deployment = &deployments["items"][0];
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
         .as_str()
-        .unwrap_or_else(|| panic!("no serviceAccountName: {pod:#}"))
+        .unwrap_or_else(|| panic!("no serviceAccountName: {deployment:#}"))
         .to_owned();
 
     // The chart's identity, as a pod of the Deployment would have it.
-    let identity = Identity::service_account(&admin, &ns, &sa).await;
+    let identity = Identity::service_account(&admin, &sys, &sa).await;
     let whoami = identity
         .kubectl(
             &[
@@ -373,12 +433,13 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         .assert_ok();
     assert_eq!(
         whoami.stdout.trim(),
-        format!("system:serviceaccount:{ns}:{sa}")
+        format!("system:serviceaccount:{sys}:{sa}")
     );
 
-    // A ClusterOperationProvider that admits only this namespace (exercises clusteroperationproviders
-    // and namespaces get), next to the harness's namespaced provider.
-    let base_url = admin
+    // Providers whose bearer token is in a Secret: a namespaced one (Secret in `ns`) and a
+    // ClusterOperationProvider admitting only `ns` (Secret in `sys`, the operator's namespace).
+    // The harness's provider spec (its simulator, and whatever it needs to reach it), plus auth.
+    let harness = admin
         .kubectl(
             &[
                 "get",
@@ -387,34 +448,54 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
                 "-n",
                 &ns,
                 "-o",
-                "jsonpath={.spec.baseURL}",
+                "json",
             ],
             None,
         )
         .await
-        .assert_ok()
-        .stdout;
-    let cluster_provider = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "ClusterOperationProvider",
-        "metadata": {"name": ns},
-        "spec": {
-            "baseURL": base_url,
-            "protocol": "google",
-            "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
-            "allowedNamespaces": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-        },
-    });
-    admin
-        .kubectl(&["apply", "-f", "-"], Some(&cluster_provider.to_string()))
-        .await
         .assert_ok();
+    let harness: Value = serde_json::from_str(&harness.stdout)
+        .unwrap_or_else(|e| panic!("provider {PROVIDER} is not JSON: {e}"));
+    for namespace in [&ns, &sys] {
+        admin
+            .kubectl(
+                &[
+                    "create",
+                    "secret",
+                    "generic",
+                    "upstream-token",
+                    "-n",
+                    namespace,
+                    "--from-literal=token=t0k3n",
+                ],
+                None,
+            )
+            .await
+            .assert_ok();
+    }
+    let mut spec = harness["spec"].clone();
+    spec["auth"] =
+        json!({"bearerToken": {"secretKeyRef": {"name": "upstream-token", "key": "token"}}});
+    let mut cluster_spec = spec.clone();
+    cluster_spec["allowedNamespaces"] = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    let providers = [
+        json!({"apiVersion": "lro.dev/v1alpha1", "kind": "OperationProvider",
+               "metadata": {"name": "with-token", "namespace": ns}, "spec": spec}),
+        json!({"apiVersion": "lro.dev/v1alpha1", "kind": "ClusterOperationProvider",
+               "metadata": {"name": ns}, "spec": cluster_spec}),
+    ];
+    for provider in &providers {
+        admin
+            .kubectl(&["apply", "-f", "-"], Some(&provider.to_string()))
+            .await
+            .assert_ok();
+    }
 
     // The operator, with the chart's arguments (those this binary knows yet), as the chart's identity.
     let pod_name = format!("{release}-0");
     let env_vars = [
         ("POD_NAME", pod_name.as_str()),
-        ("POD_NAMESPACE", ns.as_str()),
+        ("POD_NAMESPACE", sys.as_str()),
     ];
     let chart_args = container_args(deployment, &env_vars);
     assert_eq!(
@@ -438,76 +519,126 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         }
         args.push(match flag {
             "--health-addr" => health.clone(), // a loopback port, not 0.0.0.0:8080
-            "--leader-elect" => "--leader-elect=false".into(), // one process: no lease to wait for
-            _ => arg.clone(),
+            _ => arg.clone(), // leader election as the chart sets it: proves the lease Role
         });
     }
     if !not_yet.is_empty() {
         eprintln!("chart arguments this lro-operator does not know yet (left out): {not_yet:?}");
     }
-    let log = tempfile::Builder::new()
-        .prefix(&format!("lro-chart-operator-{ns}-"))
-        .suffix(".log")
-        .tempfile()
-        .unwrap_or_else(|e| panic!("cannot create a log file: {e}"));
-    let out = log
-        .reopen()
-        .unwrap_or_else(|e| panic!("cannot reopen the log: {e}"));
-    let err = log
-        .reopen()
-        .unwrap_or_else(|e| panic!("cannot reopen the log: {e}"));
-    writeln!(&out, "===== lro-operator {}", args.join(" ")).ok();
-    let child = Command::new(BIN)
-        .args(&args)
-        .env("KUBECONFIG", &identity.kubeconfig)
-        .envs(env_vars)
-        .env("RUST_LOG", "info,lro_operator=debug,kube_runtime=debug")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-    let operator = Operator { child, log };
+    let operator = Operator::start(&args, &identity, &env_vars, &ns);
 
-    // Operations through both kinds of provider complete.
-    let lro = |name: &str, provider: Value| {
+    // Operations through both providers complete …
+    let lro = |name: &str, provider: Value, seconds: u64| {
         json!({
             "apiVersion": "lro.dev/v1alpha1",
             "kind": "LongRunningOperation",
             "metadata": {"name": name},
             "spec": {
                 "providerRef": provider,
-                "start": {"path": "projects/demo/clusters", "body": {"simulate": {"durationSeconds": 2}}},
+                "start": {"path": "projects/demo/clusters", "body": {"simulate": {"durationSeconds": seconds}}},
             },
         })
-        .to_string()
     };
-    env.apply(&lro("via-namespaced", json!({"name": PROVIDER})))
-        .await
-        .assert_ok();
-    env.apply(&lro(
-        "via-cluster",
-        json!({"kind": "ClusterOperationProvider", "name": ns}),
-    ))
-    .await
-    .assert_ok();
+    let cluster_ref = json!({"kind": "ClusterOperationProvider", "name": ns});
+    let mut cancel_on_delete = lro("cancel-on-delete", json!({"name": PROVIDER}), 120);
+    cancel_on_delete["spec"]["onDelete"] = json!("Cancel");
+    for op in [
+        lro("via-namespaced", json!({"name": "with-token"}), 2),
+        lro("via-cluster", cluster_ref, 2),
+        cancel_on_delete,
+    ] {
+        env.apply(&op.to_string()).await.assert_ok();
+    }
     for name in ["via-namespaced", "via-cluster"] {
         env.wait_phase(name, Phase::Succeeded, TIMEOUT).await;
     }
+    // … and both providers are Ready (their Secrets were read, their status written).
+    for (kind, name, namespace) in [
+        ("operationprovider", "with-token", ns.as_str()),
+        ("clusteroperationprovider", ns.as_str(), sys.as_str()),
+    ] {
+        let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let ready = admin
+                .kubectl(&["get", kind, name, "-n", namespace, "-o", jsonpath], None)
+                .await
+                .assert_ok();
+            if ready.stdout.trim() == "True" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{kind}/{name} not Ready within {TIMEOUT:?}: {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
-    // Its Events were recorded (events.k8s.io create).
-    let events: Value = serde_json::from_str(
-        &admin
+    // `onDelete: Cancel`: the finalizer goes on, and comes off after the cancel.
+    let running = env
+        .wait_for(
+            "cancel-on-delete",
+            "Running with its finalizer",
+            TIMEOUT,
+            |op| support::phase_of(op) == Some(Phase::Running) && !op.finalizers().is_empty(),
+        )
+        .await;
+    let upstream = support::status_of(&running)
+        .operation
+        .as_ref()
+        .and_then(|h| h.name.clone())
+        .unwrap_or_else(|| panic!("no upstream handle: {}", pretty(&running.status)));
+    env.kubectl(&["delete", "lro", "cancel-on-delete", "--wait=false"])
+        .await
+        .assert_ok();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while env
+        .lros
+        .get_opt("cancel-on-delete")
+        .await
+        .unwrap_or_else(|e| panic!("cannot get lro/cancel-on-delete: {e}"))
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lro/cancel-on-delete still there after {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cancelled = env.sim_operation(&upstream).await;
+    assert!(cancelled["cancels"].as_u64() >= Some(1), "{cancelled}");
+
+    // It led through the chart's Lease in the release namespace, under its POD_NAME.
+    if args.iter().any(|a| a == "--leader-elect=true") {
+        let holder = admin
             .kubectl(
-                &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
+                &[
+                    "get",
+                    "lease",
+                    "lro-operator",
+                    "-n",
+                    &sys,
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
                 None,
             )
             .await
-            .assert_ok()
-            .stdout,
-    )
-    .unwrap_or_else(|e| panic!("events are not JSON: {e}"));
+            .assert_ok();
+        assert_eq!(holder.stdout.trim(), pod_name, "the Lease holder");
+    }
+
+    // Its Events were recorded (events.k8s.io create).
+    let events = admin
+        .kubectl(
+            &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
+            None,
+        )
+        .await
+        .assert_ok();
+    let events: Value =
+        serde_json::from_str(&events.stdout).unwrap_or_else(|e| panic!("events are not JSON: {e}"));
     let ours: Vec<&Value> = events["items"]
         .as_array()
         .into_iter()
@@ -542,69 +673,83 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
     );
     drop(operator);
 
-    // What the identity may do: exactly what the operator needs …
-    let here = format!("--namespace={ns}");
+    // What the identity may do: what the operator needs …
+    let (in_ns, in_sys, elsewhere) = (
+        format!("--namespace={ns}"),
+        format!("--namespace={sys}"),
+        "--namespace=default".to_owned(),
+    );
+    let (in_ns, in_sys, elsewhere) = (in_ns.as_str(), in_sys.as_str(), elsewhere.as_str());
+    let all = "--all-namespaces";
     let lease = "leases.coordination.k8s.io/lro-operator";
+    let lros = "longrunningoperations.lro.dev";
     let allowed: &[(&str, &str, &[&str])] = &[
-        (
-            "watch",
-            "longrunningoperations.lro.dev",
-            &["--all-namespaces"],
-        ),
+        ("watch", lros, &[all]),
         ("list", "clusteroperationproviders.lro.dev", &[]),
+        ("patch", lros, &["--subresource=status", elsewhere]),
+        ("patch", lros, &[in_ns]), // its finalizer
         (
             "patch",
-            "longrunningoperations.lro.dev",
-            &["--subresource=status", "-n", "default"],
+            "operationproviders.lro.dev",
+            &["--subresource=status", in_ns],
         ),
-        ("create", "events.events.k8s.io", &["-n", "default"]),
+        (
+            "patch",
+            "clusteroperationproviders.lro.dev",
+            &["--subresource=status"],
+        ),
+        ("create", "events.events.k8s.io", &[elsewhere]),
+        ("patch", "events.events.k8s.io", &[elsewhere]),
         ("get", "namespaces", &[]),
-        ("create", "leases.coordination.k8s.io", &[&here]),
-        ("get", lease, &[&here]),
-        ("update", lease, &[&here]),
-        ("patch", lease, &[&here]),
+        ("watch", "secrets", &[in_ns]),
+        ("get", "secrets", &[in_sys]),
+        ("list", "configmaps", &[in_sys]),
+        ("create", "leases.coordination.k8s.io", &[in_sys]),
+        ("get", lease, &[in_sys]),
+        ("update", lease, &[in_sys]),
+        ("patch", lease, &[in_sys]),
     ];
     // … and nothing more.
     let denied: &[(&str, &str, &[&str])] = &[
-        ("get", "secrets", &[&here]),
-        ("get", "secrets", &["--all-namespaces"]),
-        ("list", "secrets", &["-n", "default"]),
-        ("get", "configmaps", &[&here]),
-        ("create", "deployments.apps", &[&here]),
-        ("create", "pods", &[&here]),
-        ("delete", "longrunningoperations.lro.dev", &[&here]),
-        ("create", "longrunningoperations.lro.dev", &[&here]),
-        ("update", "longrunningoperations.lro.dev", &[&here]),
-        ("patch", "operationproviders.lro.dev", &[&here]),
+        ("get", "secrets", &[elsewhere]),
+        ("list", "secrets", &[all]),
+        ("get", "configmaps", &[elsewhere]),
+        ("create", "secrets", &[in_ns]),
+        ("update", "secrets", &[in_sys]),
+        ("delete", "configmaps", &[in_ns]),
+        ("create", "deployments.apps", &[in_sys]),
+        ("create", "pods", &[in_ns]),
+        ("delete", lros, &[in_ns]),
+        ("create", lros, &[in_ns]),
+        ("update", lros, &[in_ns]),
+        ("patch", "operationproviders.lro.dev", &[in_ns]),
+        ("delete", "clusteroperationproviders.lro.dev", &[]),
         ("update", "namespaces", &[]),
         ("create", "clusterroles.rbac.authorization.k8s.io", &[]),
-        ("create", "rolebindings.rbac.authorization.k8s.io", &[&here]),
         (
-            "update",
-            "leases.coordination.k8s.io/lro-operator",
-            &["-n", "default"],
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            &[in_sys],
         ),
-        ("create", "leases.coordination.k8s.io", &["-n", "default"]),
+        ("update", lease, &[in_ns]),
+        ("update", lease, &[elsewhere]),
+        ("create", "leases.coordination.k8s.io", &[in_ns]),
         (
             "update",
             "leases.coordination.k8s.io/someone-else",
-            &[&here],
+            &[in_sys],
         ),
-        (
-            "delete",
-            "leases.coordination.k8s.io/lro-operator",
-            &[&here],
-        ),
-        ("create", "serviceaccounts/token", &[&here]),
+        ("delete", lease, &[in_sys]),
+        ("create", "serviceaccounts/token", &[in_sys]),
     ];
     let mut wrong = Vec::new();
     for (expect, checks) in [(true, allowed), (false, denied)] {
         for (verb, resource, flags) in checks {
             if identity.can_i(verb, resource, flags).await != expect {
+                let answer = if expect { "no" } else { "yes" };
                 wrong.push(format!(
-                    "can-i {verb} {resource} {} → {}",
-                    flags.join(" "),
-                    if expect { "no" } else { "yes" }
+                    "can-i {verb} {resource} {} → {answer}",
+                    flags.join(" ")
                 ));
             }
         }
@@ -615,7 +760,8 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         wrong.join("\n")
     );
 
-    // The documented upgrade path: CRDs first (server-side; dry run, the CRDs are shared), then helm upgrade.
+    // The documented upgrade path: CRDs first (server-side; a dry run, the CRDs are shared), then
+    // `helm upgrade`.
     let crds = format!("{CHART}/crds/");
     admin
         .kubectl(
@@ -630,7 +776,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
             &release,
             CHART,
             "-n",
-            &ns,
+            &sys,
             &watch,
             "--set=replicaCount=3",
         ])
@@ -642,9 +788,9 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
                 "get",
                 "deployment",
                 "-n",
-                &ns,
+                &sys,
                 "-l",
-                &format!("app.kubernetes.io/instance={release}"),
+                &selector,
                 "-o",
                 "jsonpath={.items[0].spec.replicas}",
             ],
@@ -656,7 +802,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
 
     // Leave no cluster-scoped objects behind (the CRDs stay: Helm never deletes them).
     admin
-        .helm(&["uninstall", &release, "-n", &ns])
+        .helm(&["uninstall", &release, "-n", &sys])
         .await
         .assert_ok();
     admin
@@ -669,7 +815,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
                 "get",
                 "clusterrole,clusterrolebinding",
                 "-l",
-                &format!("app.kubernetes.io/instance={release}"),
+                &selector,
                 "-o",
                 "name",
             ],
@@ -682,6 +828,9 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         "",
         "helm uninstall left cluster-scoped objects"
     );
+    let _ = admin
+        .kubectl(&["delete", "namespace", &sys, "--wait=false"], None)
+        .await;
 }
 
 // ---------------------------------------------------------------------------------- helpers
@@ -691,6 +840,22 @@ fn objects(yaml: &str) -> Vec<Value> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(yaml).unwrap_or_else(|e| panic!("the render is not YAML: {e}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The names of the objects of `kind` in `objects`, sorted.
+fn names(objects: &[Value], kind: &str) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The one object of `kind` in `objects`.

@@ -144,10 +144,31 @@ async fn only_the_leader_polls_and_starts() {
     assert_eq!(holder(&lease).as_deref(), Some(leader.as_str()));
     assert_eq!(transitions(&lease), 1, "the Lease never changed hands");
     assert!(a.is_running() && b.is_running(), "both replicas still run");
-    let standby = if leader == A { &b } else { &a };
+    let (old, standby) = if leader == A {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     let log = standby.log();
     assert!(log.contains("waiting to become the leader"), "{log}");
     assert!(!log.contains("became the leader"), "{log}");
+
+    // A graceful stop (a rolling update) releases the Lease: the standby takes it at once, not
+    // after the lease duration.
+    let stopped_at = unix_ms();
+    old.signal("TERM");
+    let status = old.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the leader exits 0 on SIGTERM: {status:?}"
+    );
+    env.wait_leader(&[standby.identity.as_str()], TIMEOUT).await;
+    let handover = Duration::from_millis(unix_ms() - stopped_at);
+    eprintln!("graceful handover in {handover:?} (lease duration {LEASE:?})");
+    assert!(
+        handover < LEASE / 2,
+        "the handover took {handover:?}, as if the Lease had not been released"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +230,9 @@ async fn operator_survives_an_apiserver_restart() {
     apply_all(&env, 12).await;
     wait_all(&env, "Running with a handle", running_with_handle).await;
 
-    let took = control_plane.restart_apiserver().await;
+    let took = control_plane
+        .restart_apiserver(Duration::from_secs(2))
+        .await;
     let restarted_at = unix_ms();
     eprintln!("kube-apiserver restarted in {took:?}");
 
@@ -233,4 +256,42 @@ async fn operator_survives_an_apiserver_restart() {
         !log.contains("lost the leadership"),
         "the leader stepped down:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn frozen_leader_steps_down_without_acting() {
+    let mut env = TestEnv::new("leader-frozen").await;
+    let (a, b) = two_replicas(&mut env, LEASE).await;
+    let leader = env.wait_leader(&[A, B], TIMEOUT).await;
+    let (mut old, new) = if leader == A { (a, b) } else { (b, a) };
+    apply_all(&env, 15).await;
+    wait_all(&env, "Running with a handle", running_with_handle).await;
+
+    // A leader frozen past its Lease (a paused VM, a long stall): the standby takes over...
+    old.signal("STOP");
+    env.wait_leader(&[new.identity.as_str()], LEASE + TAKEOVER_MARGIN + TIMEOUT)
+        .await;
+    // ... and when the old one runs again, it must notice and stop before any upstream request.
+    old.signal("CONT");
+    let status = old.wait_exit(Duration::from_secs(10)).await;
+    let status = status.expect("the old leader exits within 10 s of running again");
+    assert!(!status.success(), "it exits non-zero: {status}");
+    let log = old.log();
+    let after = log
+        .split("SIGCONT sent")
+        .nth(1)
+        .expect("the log notes SIGCONT");
+    assert!(after.contains("lost the leadership"), "{after}");
+    for request in ["upstream answered", "sending the start request"] {
+        assert!(
+            !after.contains(request),
+            "the old leader sent an upstream request after it resumed:\n{after}"
+        );
+    }
+
+    wait_all(&env, "Succeeded", succeeded).await;
+    assert_started_once(&env.sim_stats().await);
+    let lease = env.lease().await.expect("the Lease exists");
+    assert_eq!(holder(&lease).as_deref(), Some(new.identity.as_str()));
+    assert_eq!(transitions(&lease), 2);
 }

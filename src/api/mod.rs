@@ -2,11 +2,16 @@
 //!
 //! Types only: no client, no runtime. Every field's doc comment becomes `kubectl explain`.
 
+mod auth;
 mod duration;
 mod operation;
 mod provider;
 mod schema;
 
+pub use auth::{
+    ApiKeyAuth, AuthSpec, AwsSigV4, BasicAuth, CaBundle, ClientCertificate, ConfigMapKeyRef,
+    GoogleServiceAccount, OAuth2ClientCredentials, SecretKeyRef, SecretValue, TlsSpec,
+};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
     HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
@@ -14,8 +19,8 @@ pub use operation::{
     ProviderRef, StartRequest,
 };
 pub use provider::{
-    ClusterOperationProvider, ClusterOperationProviderSpec, OperationProvider,
-    OperationProviderStatus, Protocol, ProviderSpec,
+    ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, HttpOptions,
+    OperationProvider, OperationProviderStatus, Protocol, ProviderSpec,
 };
 
 /// The API group of every kind in this crate.

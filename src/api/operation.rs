@@ -273,6 +273,15 @@ pub struct OperationHandle {
     /// The idempotency key sent with the start request; a resend after a crash reuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// How `url` is read, for protocols with several ways to poll (Azure: `AzureAsyncOperation`,
+    /// `OperationLocation`, `Location` or `Body`, chosen from the start response). Absent: the
+    /// protocol's default (Azure: told apart by each answer's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Where the result is read once the operation has succeeded, when the operation's own
+    /// answers do not carry it (Azure: the resource a PUT or PATCH created or changed).
+    #[serde(default, rename = "resultURL", skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
 }
 
 /// Why an operation failed, normalised across protocols.

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{AuthSpec, TlsSpec};
 use super::operation::PollingSpec;
 use super::schema;
 
@@ -15,6 +16,19 @@ pub enum Protocol {
     Google,
     /// Redpanda Cloud control plane (`{"operation": {id, state, error, resource_id, response}}`).
     Redpanda,
+    /// Compute Engine / Deployment Manager operations (`status` PENDING/RUNNING/DONE, `progress`,
+    /// `error.errors[]`, `httpErrorStatusCode`), polled at their `selfLink` (or long-polled at
+    /// `selfLink/wait` with `compute.longPoll`).
+    Compute,
+    /// Azure Resource Manager: `Azure-AsyncOperation` / `Operation-Location` / `Location`
+    /// headers or the resource's `provisioningState`, `percentComplete`, `Retry-After`.
+    Azure,
+    /// AWS Cloud Control API (`CreateResource`, `GetResourceRequestStatus`,
+    /// `CancelResourceRequest`; a `ProgressEvent` with `OperationStatus` and `RequestToken`).
+    AwsCloudControl,
+    /// Any other HTTP API: CEL expressions in `spec.http` find the operation in the start
+    /// response and decide, from each poll response, whether it succeeded or failed.
+    Http,
 }
 
 impl Protocol {
@@ -23,12 +37,18 @@ impl Protocol {
         match self {
             Protocol::Google => "google",
             Protocol::Redpanda => "redpanda",
+            Protocol::Compute => "compute",
+            Protocol::Azure => "azure",
+            Protocol::AwsCloudControl => "awsCloudControl",
+            Protocol::Http => "http",
         }
     }
 }
 
 /// Where an upstream API lives, which protocol it speaks, and how operations using it are polled.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = kube::core::Rule::new("self.protocol == 'http' ? has(self.http) : !has(self.http)")
+    .message("spec.http is required when protocol is http (its CEL expressions read the upstream's answers), and only allowed then"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSpec {
     /// The API root every request goes to, e.g. `https://example.googleapis.com/v1`. Start paths
@@ -44,6 +64,97 @@ pub struct ProviderSpec {
     /// overridden by the operation's own `spec.polling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling: Option<PollingSpec>,
+    /// Options of the `compute` protocol (ignored by the other protocols).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<ComputeOptions>,
+    /// The `http` protocol's CEL expressions; required with `protocol: http`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOptions>,
+    /// How requests are authenticated; absent: no credentials are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Which certificates the endpoints are trusted with, and an optional client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Allow `baseURL` and token endpoints on loopback and private addresses (127.0.0.0/8,
+    /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1, fc00::/7), checked after
+    /// DNS resolution. Link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10,
+    /// fd00:ec2::254, 100.100.100.200, …) are refused whatever this says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_networks: bool,
+}
+
+/// Options of the `compute` protocol.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeOptions {
+    /// Poll with `POST {selfLink}/wait` instead of `GET {selfLink}`: the upstream holds each
+    /// answer until the operation is done or its own deadline passes (Compute Engine: 2
+    /// minutes), so completion is seen within one round trip while far fewer requests are
+    /// sent. Each wait occupies one of the operator's `--concurrency` workers while it is held,
+    /// and the operator's `--request-timeout` must be longer than the upstream's deadline (for
+    /// Compute Engine, e.g. `--request-timeout=150s`): a wait cut short by the timeout counts as
+    /// a failed poll. Deployment Manager has no `wait`; leave this off for it.
+    #[serde(default)]
+    pub long_poll: bool,
+}
+
+/// Options of the `http` protocol: CEL expressions (the Kubernetes expression language) over an
+/// HTTP response, bound as `status` (the status code, an int), `headers` (a map from lower-case
+/// header names to values; repeated headers joined by `, `) and `body` (the parsed JSON, or the
+/// raw text when it is not JSON). An expression that does not compile is refused at apply time
+/// when the operator's admission webhook is installed, and otherwise keeps the operations that
+/// use this provider `Pending` with the compile error in their conditions. An expression that
+/// fails while an answer is read (a missing field, a wrong type) makes that poll a failed poll,
+/// named in the operation's conditions; polling goes on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpOptions {
+    /// Over the start response: where the operation is polled, as a string: a URL on the
+    /// `baseURL`'s origin, an absolute path (`/jobs/1`, on that origin, as in a `Location`
+    /// header) or a path relative to `baseURL`. E.g. `headers['location']` or
+    /// `body.links.status`. Becomes the operation's `status.operation.url`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub operation_from: String,
+    /// Over each poll response: true when the operation has succeeded, e.g.
+    /// `status == 200 && body.status == 'done'`. Read after `failed`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub succeeded: String,
+    /// Over each poll response: true when the operation has failed, e.g.
+    /// `body.status == 'error'`. Read first: when both are true, the operation failed.
+    /// Responses other than 2xx are read too (e.g. `status == 410`); when neither expression is
+    /// true for one, it is a failed poll (transient, or "not found" for 404 and 410).
+    #[schemars(length(min = 1, max = 4096))]
+    pub failed: String,
+    /// Over each 2xx poll response: percent complete, a number (clamped to 0-100), e.g.
+    /// `body.percent`. A missing field or `null` means no progress is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub progress: Option<String>,
+    /// Over the poll response that succeeded: the operation's `status.result` (any JSON), e.g.
+    /// `body.output`. Absent: the whole body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub result: Option<String>,
+    /// Over the poll response that failed: the failure message, a string, e.g.
+    /// `body.error.message`. Absent, or failing to evaluate: a generic message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub message: Option<String>,
+    /// Over each 2xx poll response: the upstream's own state word for `status.upstreamState`,
+    /// a string, e.g. `body.status`. A missing field or `null` leaves it unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub state: Option<String>,
+    /// A request header that carries the operation's request id as an idempotency key, e.g.
+    /// `Idempotency-Key`. When set, a start whose answer was lost (a crash, a timeout) is
+    /// resent with the same key; when absent, the start is not idempotent and a lost answer
+    /// stops the operation with reason `StartOutcomeUnknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[!#$%&\\'*+.^_`|~0-9A-Za-z-]+$')")
+        .message("idempotencyKeyHeader must be an HTTP header name, e.g. Idempotency-Key"))]
+    pub idempotency_key_header: Option<String>,
 }
 
 /// A namespaced upstream API, usable by `LongRunningOperation`s of the same namespace.
@@ -61,6 +172,11 @@ pub struct ProviderSpec {
     doc = "An upstream API that runs long-running operations: its base URL and protocol.",
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(name = "Base URL", type_ = "string", json_path = ".spec.baseURL"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -86,6 +202,11 @@ pub struct OperationProviderSpec {
     doc = "A cluster-wide upstream API that runs long-running operations.",
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(name = "Base URL", type_ = "string", json_path = ".spec.baseURL"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
 use crate::protocol::{
-    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, RequestSpec, StartOutcome,
+    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, RequestSpec, StartOutcome, UpstreamState,
 };
 use crate::reconcile::{Event, Memory, PollFailure};
 use crate::telemetry::metrics::{RequestKind, RequestOutcome, UpstreamMeter};
@@ -66,8 +66,24 @@ pub async fn poll(
         Ok(answer) => answer,
         Err(e) => return failed(memory, e.to_string(), None, false),
     };
-    let outcome = dialect.read_poll(&handle, &answer);
+    let mut outcome = dialect.read_poll(&handle, &answer);
     sent.record(matches!(outcome, PollOutcome::Observed(_)));
+    let mut answer = answer;
+    // A succeeded operation whose result lives elsewhere: read it before reporting success.
+    if let PollOutcome::Observed(observation) = &outcome
+        && observation.state == UpstreamState::Succeeded
+        && let Some(request) = dialect.result_request(&handle)
+    {
+        let observation = observation.clone();
+        let (result, sent) =
+            match send(upstream, meter, RequestKind::Poll, provider, &request).await {
+                Ok(answered) => answered,
+                Err(e) => return failed(memory, e.to_string(), None, false),
+            };
+        outcome = dialect.read_result(observation, &result);
+        sent.record(matches!(outcome, PollOutcome::Observed(_)));
+        answer = result;
+    }
     match outcome {
         PollOutcome::Observed(observation) => {
             memory.record_success(jiff::Timestamp::now(), hint(&answer));
@@ -176,7 +192,9 @@ async fn send<'a>(
         Err(e) => {
             match &e {
                 // Refused before sending: not a request.
-                UpstreamError::Url { .. } => {}
+                UpstreamError::Url { .. }
+                | UpstreamError::Refused(_)
+                | UpstreamError::Credentials(_) => {}
                 UpstreamError::Transport { .. } => {
                     meter.record(kind, RequestOutcome::Transport, elapsed)
                 }
@@ -189,7 +207,13 @@ async fn send<'a>(
     }
 }
 
-/// The answer's `Retry-After`, if any.
+/// The shortest `Retry-After` taken: a hint of "now" (`0`, a past date) must not become a hot loop.
+const MIN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest `Retry-After` taken (ARM's own upper bound): a year-long hint must not stop polling.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The answer's `Retry-After`, if any, clamped to [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
 fn hint(answer: &HttpAnswer) -> Option<std::time::Duration> {
     protocol::retry_after(answer, SystemTime::now())
+        .map(|d| d.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
 }

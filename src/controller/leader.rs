@@ -10,10 +10,13 @@
 //!   `RenewDeadline`), measured from the renew time recorded in the Lease, which a separate check
 //!   reads every `retry` (`D/5`, between 0.5 s and 2 s). That catches a renewal that hangs or keeps
 //!   failing (an unreachable apiserver), which kube-lease-manager alone would not report;
-//! - a waiting replica takes the Lease once `D` has passed since the last renewal.
+//! - a waiting replica takes the Lease once `D` has passed since the last renewal, or as soon as
+//!   it sees it released (it reads the Lease every `retry`).
 //!
 //! So the old leader has stopped `D/3` before anyone else may start, which covers that much clock
-//! skew between nodes and the time to stop.
+//! skew between nodes and the time to stop. The reconciles also check [`Leadership`] before every
+//! upstream request, so a leader frozen past its deadline sends nothing when it runs again, even
+//! before its check has noticed that another replica took over.
 //!
 //! Losing the Lease is fail-stop: the controller future is dropped at once (in-flight reconciles
 //! are aborted at their next await point, so no further upstream request is made) and [`run`]
@@ -24,6 +27,7 @@
 //! replica takes over at once.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -92,6 +96,47 @@ pub enum LeaderError {
     },
 }
 
+/// Whether this replica may send upstream requests now; shared by [`run`] and the reconciles,
+/// which check it before every upstream request.
+///
+/// Without leader election it always may. With it, only from taking the Lease until the renew
+/// deadline of the last renewal seen. So a leader that was frozen past its deadline (and may
+/// have been replaced meanwhile) sends nothing, even before its Lease check has caught up.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    always: bool,
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Leadership {
+    /// Not leading yet if `args` enable leader election; always valid otherwise.
+    pub fn new(args: &LeaderArgs) -> Leadership {
+        Leadership {
+            always: !args.leader_elect,
+            until: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether upstream requests are allowed now.
+    pub fn is_valid(&self) -> bool {
+        self.always || self.until().is_some_and(|until| Instant::now() < until)
+    }
+
+    fn until(&self) -> Option<Instant> {
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Valid until `until` (or later, if already).
+    fn extend(&self, until: Instant) {
+        let mut current = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        *current = Some(current.map_or(until, |c| c.max(until)));
+    }
+
+    fn revoke(&self) {
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
 /// The timing derived from the lease duration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Timing {
@@ -152,11 +197,19 @@ fn hostname() -> Option<String> {
 
 /// Runs `controller` — the future that watches, polls and starts — under leader election.
 ///
-/// Without `--leader-elect` it simply runs it. Otherwise it waits for the Lease (returning
-/// `Ok` on SIGTERM/SIGINT meanwhile), then runs `controller` while renewing the Lease. When
-/// `controller` ends (a graceful stop) the Lease is released and `Ok` returned. When the Lease
-/// is lost, `controller` is dropped at once and [`LeaderError::Lost`] returned.
-pub async fn run<F>(client: Client, args: &LeaderArgs, controller: F) -> Result<(), LeaderError>
+/// Without `--leader-elect` it simply runs it. Otherwise it calls `standing_by` (a waiting
+/// replica is healthy and ready to take over: readiness must not depend on leadership), waits
+/// for the Lease (returning `Ok` on SIGTERM/SIGINT meanwhile), then runs `controller` while
+/// renewing the Lease and keeping `leadership` up to date. When `controller` ends (a graceful
+/// stop) the Lease is released and `Ok` returned. When the Lease is lost, `leadership` is
+/// revoked, `controller` is dropped at once and [`LeaderError::Lost`] returned.
+pub async fn run<F>(
+    client: Client,
+    args: &LeaderArgs,
+    leadership: &Leadership,
+    controller: F,
+    standing_by: impl FnOnce(),
+) -> Result<(), LeaderError>
 where
     F: Future<Output = ()>,
 {
@@ -167,40 +220,38 @@ where
     }
     let timing = Timing::new(args.lease_duration)?;
     let identity = identity();
-    let lease_error = |source| LeaderError::Lease {
-        namespace: args.lease_namespace.clone(),
-        name: args.lease_name.clone(),
-        source,
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
+    let candidate = Candidate {
+        client,
+        args,
+        leases: &leases,
+        identity: &identity,
+        timing,
     };
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(timing.duration_secs)
-        .with_grace(timing.grace_secs)
-        .build()
-        .await
-        .map_err(lease_error)?;
+    let manager = candidate.manager().await?;
+    standing_by();
     info!(
         identity,
         lease = %format!("{}/{}", args.lease_namespace, args.lease_name),
         duration_secs = timing.duration_secs,
         "waiting to become the leader"
     );
-    tokio::select! {
-        () = acquire(&manager, timing) => {}
+    let manager = tokio::select! {
+        manager = candidate.acquire(manager) => manager,
         () = shutdown_signal() => {
             info!("stopping before becoming the leader");
             return Ok(());
         }
-    }
+    };
+    leadership.extend(Instant::now() + timing.renew_deadline);
     info!(identity, "became the leader: starting the controller");
-    let leases: Api<Lease> = Api::namespaced(client, &args.lease_namespace);
     let held = Held {
         manager: &manager,
         leases: &leases,
         name: &args.lease_name,
         identity: &identity,
         timing,
+        leadership,
     };
     tokio::select! {
         // Dropping `controller` here aborts every in-flight reconcile.
@@ -223,15 +274,72 @@ where
     }
 }
 
-/// Waits until `manager` holds the Lease.
-async fn acquire(manager: &LeaseManager, timing: Timing) {
-    loop {
-        match manager.changed().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                warn!(error = %e, "cannot read or take the Lease; retrying");
-                tokio::time::sleep(timing.retry).await;
+/// A replica waiting for the Lease.
+struct Candidate<'a> {
+    client: Client,
+    args: &'a LeaderArgs,
+    leases: &'a Api<Lease>,
+    identity: &'a str,
+    timing: Timing,
+}
+
+impl Candidate<'_> {
+    /// A lease manager for this replica (creates the Lease if it does not exist).
+    async fn manager(&self) -> Result<LeaseManager, LeaderError> {
+        LeaseManagerBuilder::new(self.client.clone(), &self.args.lease_name)
+            .with_namespace(&self.args.lease_namespace)
+            .with_identity(self.identity)
+            .with_duration(self.timing.duration_secs)
+            .with_grace(self.timing.grace_secs)
+            .build()
+            .await
+            .map_err(|source| LeaderError::Lease {
+                namespace: self.args.lease_namespace.clone(),
+                name: self.args.lease_name.clone(),
+                source,
+            })
+    }
+
+    /// Waits until this replica holds the Lease; returns the manager that holds it.
+    async fn acquire(&self, mut manager: LeaseManager) -> LeaseManager {
+        loop {
+            let freed = tokio::select! {
+                changed = manager.changed() => match changed {
+                    Ok(true) => return manager,
+                    Ok(false) => false,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read or take the Lease; retrying");
+                        tokio::time::sleep(self.timing.retry).await;
+                        false
+                    }
+                },
+                () = self.freed() => true,
+            };
+            // kube-lease-manager looks at a held Lease again only when it expires: to take a
+            // released one at once (a graceful handover), start with a fresh manager.
+            if freed {
+                debug!("the Lease was released: trying to take it");
+                match self.manager().await {
+                    Ok(fresh) => manager = fresh,
+                    Err(e) => warn!(error = %e, "cannot read or create the Lease; retrying"),
+                }
+            }
+        }
+    }
+
+    /// Reads the Lease every `retry`; returns once it has no holder (or no longer exists).
+    async fn freed(&self) {
+        loop {
+            tokio::time::sleep(self.timing.retry).await;
+            let read = tokio::time::timeout(
+                self.timing.retry,
+                self.leases.get_opt(&self.args.lease_name),
+            );
+            match read.await {
+                Ok(Ok(Some(lease))) if holder_of(&lease).is_some() => {}
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => debug!(error = %e, "cannot read the Lease"),
+                Err(_) => debug!("reading the Lease timed out"),
             }
         }
     }
@@ -244,15 +352,19 @@ struct Held<'a> {
     name: &'a str,
     identity: &'a str,
     timing: Timing,
+    leadership: &'a Leadership,
 }
 
 impl Held<'_> {
-    /// Renews the Lease until it is lost; returns why.
+    /// Renews the Lease until it is lost; then revokes the leadership (before the controller is
+    /// dropped, so that no reconcile still running sends a request) and returns why.
     async fn lost(&self) -> String {
-        tokio::select! {
+        let why = tokio::select! {
             why = self.renew() => why,
             why = self.check() => why,
-        }
+        };
+        self.leadership.revoke();
+        why
     }
 
     /// Keeps kube-lease-manager renewing; returns when it reports the Lease taken by another.
@@ -273,7 +385,6 @@ impl Held<'_> {
     /// renewal it shows is older than the renew deadline (whatever the reason: failing or
     /// hanging requests, an unreachable API server).
     async fn check(&self) -> String {
-        let mut valid_until = Instant::now() + self.timing.renew_deadline;
         loop {
             tokio::time::sleep(self.timing.retry).await;
             match tokio::time::timeout(self.timing.retry, self.leases.get(self.name)).await {
@@ -282,8 +393,7 @@ impl Held<'_> {
                     match spec.holder_identity {
                         Some(holder) if holder == self.identity => {
                             if let Some(renewed) = spec.renew_time {
-                                let until = self.deadline_after(renewed.0);
-                                valid_until = valid_until.max(until);
+                                self.leadership.extend(self.deadline_after(renewed.0));
                             }
                         }
                         Some(holder) => return format!("{holder} holds the Lease"),
@@ -293,7 +403,7 @@ impl Held<'_> {
                 Ok(Err(e)) => debug!(error = %e, "cannot read the Lease"),
                 Err(_) => debug!("reading the Lease timed out"),
             }
-            if Instant::now() >= valid_until {
+            if !self.leadership.is_valid() {
                 return format!(
                     "the Lease was not renewed for {:?} (the renew deadline)",
                     self.timing.renew_deadline
@@ -314,6 +424,10 @@ impl Held<'_> {
             None => now,
         }
     }
+}
+
+fn holder_of(lease: &Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_deref()
 }
 
 /// SIGTERM or SIGINT.
@@ -379,6 +493,30 @@ mod tests {
             );
             assert!(t.retry < t.renew_deadline, "{t:?}");
         }
+    }
+
+    #[test]
+    fn leadership_is_valid_only_while_the_lease_is_fresh() {
+        let args = |leader_elect| LeaderArgs {
+            leader_elect,
+            lease_name: "lro-operator".into(),
+            lease_namespace: "default".into(),
+            lease_duration: Duration::from_secs(15),
+        };
+        let single = Leadership::new(&args(false));
+        assert!(single.is_valid(), "without leader election: always");
+
+        let elected = Leadership::new(&args(true));
+        assert!(!elected.is_valid(), "not before the Lease is taken");
+        elected.extend(Instant::now() + Duration::from_secs(10));
+        assert!(elected.is_valid());
+        elected.extend(Instant::now());
+        assert!(elected.is_valid(), "an older renewal does not shorten it");
+        let shared = elected.clone();
+        elected.revoke();
+        assert!(!shared.is_valid(), "revoked for every holder of the handle");
+        elected.extend(Instant::now());
+        assert!(!elected.is_valid(), "a deadline that has passed");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! provider resolution, status writes and Kubernetes Events.
 
 mod act;
+pub mod credentials;
 mod finalizer;
 pub mod leader;
 mod provider;
+mod providers;
 mod reconcile;
 mod status;
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::api::{
@@ -24,7 +26,7 @@ use crate::api::{
 use crate::reconcile::{Memory, Schedule};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::{self, Health};
-use crate::upstream::{DEFAULT_MAX_BODY, Upstream};
+use crate::upstream::{AddressPolicy, ClientSettings, DEFAULT_MAX_BODY};
 
 /// The field manager (and event reporter) name of the operator.
 pub const MANAGER: &str = "lro-operator";
@@ -69,6 +71,26 @@ pub struct RunArgs {
     /// the bound address is logged as `health server listening on ADDR`).
     #[arg(long, env = "LRO_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: std::net::SocketAddr,
+    /// Allow every provider to reach loopback and private addresses (as if each had
+    /// `spec.allowPrivateNetworks: true`). Link-local and cloud-metadata addresses stay refused.
+    #[arg(long, env = "LRO_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: bool,
+    /// The operator's own namespace, where `ClusterOperationProvider`s' Secrets are read
+    /// (default: `POD_NAMESPACE`, else the service account's namespace when in a pod).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// Largest `status.result` copied into an operation's status, in bytes (JSON); a larger
+    /// result is left out, with a `ResultTruncated` condition.
+    #[arg(long, default_value_t = crate::reconcile::DEFAULT_MAX_STATUS_RESULT)]
+    pub max_status_result_bytes: usize,
+    /// Address of the validating admission webhook (HTTPS, `POST /validate`), which refuses
+    /// providers whose CEL expressions do not compile. Unset: no webhook server runs.
+    #[arg(long, env = "LRO_WEBHOOK_ADDR", requires = "webhook_cert_dir")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+    /// Directory holding the webhook's serving certificate, `tls.crt` and `tls.key` (a mounted
+    /// `kubernetes.io/tls` Secret); read again when the files change.
+    #[arg(long, env = "LRO_WEBHOOK_CERT_DIR", requires = "webhook_addr")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 impl RunArgs {
@@ -101,6 +123,9 @@ pub enum RunError {
     /// The health/metrics server could not start.
     #[error(transparent)]
     Health(#[from] crate::telemetry::server::ServerError),
+    /// The admission webhook server could not start.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// Why one reconcile failed (the object is retried with backoff).
@@ -132,8 +157,8 @@ pub struct Remembered {
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
-    /// The upstream HTTP client.
-    pub upstream: Upstream,
+    /// The upstream HTTP clients, one per provider, with their credentials.
+    pub clients: credentials::Clients,
     /// Events for `kubectl describe`.
     pub recorder: Recorder,
     /// Per-operation poll memory and last written status, by uid.
@@ -142,14 +167,21 @@ pub struct Context {
     pub args: RunArgs,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether this replica may send upstream requests (it holds the Lease).
+    pub leadership: leader::Leadership,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let server = server::serve(args.health_addr, Arc::clone(&metrics), Arc::clone(&health)).await?;
+    // Every replica serves the webhook, leader or standby.
+    let webhook = match (args.webhook_addr, &args.webhook_cert_dir) {
+        (Some(addr), Some(dir)) => Some(crate::webhook::serve(addr, dir).await?),
+        _ => None,
+    };
     let client = Client::try_default().await?;
     let operations: Api<LongRunningOperation> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -159,7 +191,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .list(&kube::api::ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;
-    let upstream = Upstream::new(args.request_timeout, args.max_response_bytes)?;
+    args.operator_namespace = args
+        .operator_namespace
+        .take()
+        .or_else(credentials::service_account_namespace);
+    let clients = credentials::Clients::new(
+        client.clone(),
+        ClientSettings {
+            timeout: args.request_timeout,
+            max_body: args.max_response_bytes,
+            policy: AddressPolicy {
+                allow_private: args.allow_private_networks,
+            },
+        },
+        args.operator_namespace.clone(),
+        Arc::clone(&metrics),
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -173,30 +220,40 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None => Api::all(client.clone()),
     };
     let cluster_providers: Api<ClusterOperationProvider> = Api::all(client.clone());
+    let leadership = leader::Leadership::new(&args.leader);
     let ctx = Arc::new(Context {
+        leadership: leadership.clone(),
         client,
-        upstream,
+        clients,
         recorder,
         memory: Mutex::new(HashMap::new()),
         args,
         metrics: Arc::clone(&metrics),
     });
     tracing::info!(namespace = ?ctx.args.namespace, "lro-operator starting");
-    let controller = Controller::new(operations, watcher::Config::default().any_semantic());
+    // The operations watch, as `Controller::new` builds it, but observed: its first `InitDone`
+    // (the initial list is in the cache) makes a running operator ready. (Waiting on the store's
+    // `wait_until_ready()` instead would race the controller's own wait for the one waker slot.)
+    let (reader, writer) = reflector::store();
+    let synced = Arc::clone(&health);
+    let trigger = reflector(
+        writer,
+        watcher(operations, watcher::Config::default().any_semantic()),
+    )
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !synced.is_synced() {
+            synced.synced();
+            tracing::info!("caches synced");
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let store2 = controller.store();
     metrics.watch_operations(controller.store());
-    // Ready once the operations cache has synced (the controller holds reconciles until then).
-    let synced = controller.store();
-    let ready = Arc::clone(&health);
-    tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            ready.set_ready(true);
-            tracing::info!("caches synced: ready");
-        }
-    });
     let lease_client = ctx.client.clone();
     let leader_args = ctx.args.leader.clone();
+    let provider_ctx = Arc::clone(&ctx);
     let controller = controller
         .with_config(controller::Config::default().concurrency(concurrency))
         // A provider that appears or changes wakes the operations that use it.
@@ -213,9 +270,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 tracing::debug!(error = %e, "reconcile failed");
             }
         });
-    // Only the leader runs the controller (watches, polls, starts).
-    leader::run(lease_client, &leader_args, controller).await?;
-    health.set_ready(false);
+    // The provider controllers (status.conditions, credential rotation) run alongside.
+    let controller = async move {
+        futures::future::join(controller, providers::run(provider_ctx)).await;
+    };
+    let running = Arc::clone(&health);
+    let controller = async move {
+        running.running();
+        controller.await;
+    };
+    // Only the leader runs the controller (watches, polls, starts); a standby is ready too.
+    let standby = Arc::clone(&health);
+    leader::run(
+        lease_client,
+        &leader_args,
+        &leadership,
+        controller,
+        move || standby.standby(),
+    )
+    .await?;
+    health.stopping();
+    if let Some(webhook) = webhook {
+        webhook.shutdown().await;
+    }
     server.shutdown().await;
     tracing::info!("lro-operator stopped");
     Ok(())

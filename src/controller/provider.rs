@@ -5,9 +5,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
+use super::credentials::Resolved;
 use crate::api::{
     ClusterOperationProvider, LongRunningOperation, OperationProvider, PollingSpec, ProviderKind,
-    ProviderSpec, parse_duration,
+    parse_duration,
 };
 use crate::reconcile::{Policy, Schedule};
 
@@ -46,14 +47,14 @@ pub fn users_of(
 }
 
 /// Looks up the provider of `op`; `Err` holds a message for the user.
-pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<ProviderSpec, String> {
+pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Resolved, String> {
     let reference = &op.spec.provider_ref;
     let namespace = op.namespace().unwrap_or_default();
     match reference.kind {
         ProviderKind::OperationProvider => {
             let api: Api<OperationProvider> = Api::namespaced(client.clone(), &namespace);
             match api.get_opt(&reference.name).await {
-                Ok(Some(p)) => Ok(p.spec.provider),
+                Ok(Some(p)) => Ok(namespaced(&p)),
                 Ok(None) => Err(format!(
                     "OperationProvider {:?} not found in namespace {namespace:?} (an operation can only use a provider of its own namespace, or a ClusterOperationProvider)",
                     reference.name
@@ -102,8 +103,32 @@ pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Provi
                     ));
                 }
             }
-            Ok(provider.spec.provider)
+            Ok(cluster(&provider))
         }
+    }
+}
+
+/// A namespaced provider, as the credentials cache keys it.
+pub fn namespaced(p: &OperationProvider) -> Resolved {
+    Resolved {
+        kind: ProviderKind::OperationProvider,
+        namespace: p.namespace(),
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        generation: p.metadata.generation.unwrap_or_default(),
+        spec: p.spec.provider.clone(),
+    }
+}
+
+/// A cluster provider, as the credentials cache keys it.
+pub fn cluster(p: &ClusterOperationProvider) -> Resolved {
+    Resolved {
+        kind: ProviderKind::ClusterOperationProvider,
+        namespace: None,
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        generation: p.metadata.generation.unwrap_or_default(),
+        spec: p.spec.provider.clone(),
     }
 }
 

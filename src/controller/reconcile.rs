@@ -12,7 +12,7 @@ use super::{Context, ReconcileError, act, finalizer, provider, status};
 use crate::api::{
     LongRunningOperation, LongRunningOperationStatus, Phase, PollingSpec, ProviderKind,
 };
-use crate::protocol::dialect;
+use crate::protocol::dialect_for;
 use crate::reconcile::{Action, Caps, Event, Input, Memory, Policy, decide};
 use crate::telemetry::metrics::provider_label;
 
@@ -31,7 +31,8 @@ pub async fn reconcile(
     let span = tracing::error_span!(
         "reconcile",
         namespace = op.namespace().unwrap_or_default(),
-        name = op.name_any(),
+        // Not `name`: JSON logs already use that key for the span's own name.
+        lro = op.name_any(),
         operation = field::Empty,
     );
     if let Some(handle) = handle_of(op.status.as_ref()) {
@@ -40,6 +41,7 @@ pub async fn reconcile(
     let began = std::time::Instant::now();
     let metrics = Arc::clone(&ctx.metrics);
     let result = reconcile_inner(op, ctx).instrument(span).await;
+    // The labels of `telemetry::metrics::RECONCILE_OUTCOMES`.
     let outcome = match &result {
         Ok(_) => "ok",
         Err(ReconcileError::Status(_)) => "status_write",
@@ -97,10 +99,21 @@ async fn reconcile_inner(
     }
 
     // Observe: the provider, and what this process remembers.
-    let resolved = provider::resolve(&ctx.client, &op).await;
-    let (provider_spec, mut event) = match resolved {
-        Ok(spec) => (Some(spec), Event::Reconcile),
-        Err(why) => (None, Event::ProviderUnavailable(why)),
+    let resolved = match provider::resolve(&ctx.client, &op).await {
+        Ok(p) => match ctx.clients.get(&p).await {
+            Ok(client) => Ok((p.spec, client)),
+            Err(not_ready) => Err(format!(
+                "{} is not ready ({}): {}",
+                p.label(),
+                not_ready.reason,
+                not_ready.message
+            )),
+        },
+        Err(why) => Err(why),
+    };
+    let (provider_spec, client, mut event) = match resolved {
+        Ok((spec, client)) => (Some(spec), Some(client), Event::Reconcile),
+        Err(why) => (None, None, Event::ProviderUnavailable(why)),
     };
     let policy = match &provider_spec {
         Some(p) => provider::policy(
@@ -111,7 +124,14 @@ async fn reconcile_inner(
         ),
         None => Policy::default(),
     };
-    let dialect = provider_spec.as_ref().map(|p| dialect(p.protocol));
+    // The provider's dialect; protocol options that do not compile make the provider unusable.
+    let (dialect, provider_spec, client) = match provider_spec.as_ref().map(dialect_for) {
+        Some(Err(why)) => {
+            event = Event::ProviderUnavailable(why);
+            (None, None, None)
+        }
+        dialect => (dialect.and_then(Result::ok), provider_spec, client),
+    };
     let meter = provider_spec.as_ref().map(|p| {
         let scope = match op.spec.provider_ref.kind {
             ProviderKind::OperationProvider => Some(namespace.as_str()),
@@ -121,15 +141,20 @@ async fn reconcile_inner(
         ctx.metrics.upstream(p.protocol.as_str(), label)
     });
     let caps = dialect
+        .as_deref()
         .map(|d| Caps {
-            idempotent_start: d.idempotent_start(),
+            idempotent_start: op
+                .spec
+                .start
+                .as_ref()
+                .is_some_and(|s| d.idempotent_start(s)),
             can_cancel: d.can_cancel(),
         })
         .unwrap_or_default();
 
     for _ in 0..MAX_ROUNDS {
         let now = jiff::Timestamp::now();
-        let decision = decide(&Input {
+        let mut decision = decide(&Input {
             spec: &op.spec,
             status: &current,
             generation: op.metadata.generation,
@@ -142,6 +167,13 @@ async fn reconcile_inner(
             now,
         });
         // Write before acting: the start intent and the handle are persisted first.
+        // A result too large for the status stays upstream (a condition says so).
+        crate::reconcile::cap_result(
+            &mut decision.status,
+            ctx.args.max_status_result_bytes,
+            op.metadata.generation,
+            now,
+        );
         if decision.status != current {
             status::write(&api, &name, &decision.status)
                 .await
@@ -153,10 +185,17 @@ async fn reconcile_inner(
             }
         }
         status::publish(&ctx, &op, &decision.notices).await;
-        let (Some(provider_spec), Some(dialect), Some(meter)) = (&provider_spec, dialect, &meter)
+        let (Some(provider_spec), Some(dialect), Some(meter), Some(client)) =
+            (&provider_spec, dialect.as_deref(), &meter, &client)
         else {
             return Ok(requeue(decision.action));
         };
+        // Upstream requests only while this replica surely holds the Lease (see `leader`).
+        if !matches!(decision.action, Action::Wait(_)) && !ctx.leadership.is_valid() {
+            debug!("not sure to hold the Lease: no upstream request");
+            remember(&ctx, &uid, memory, current, poll_due);
+            return Ok(Requeue::requeue(Duration::from_secs(1)));
+        }
         event = match decision.action {
             Action::Start { request_id } => {
                 let Some(start) = &op.spec.start else {
@@ -164,7 +203,7 @@ async fn reconcile_inner(
                 };
                 debug!(request_id, "sending the start request");
                 act::start(
-                    &ctx.upstream,
+                    &client.upstream,
                     meter,
                     provider_spec,
                     dialect,
@@ -177,7 +216,7 @@ async fn reconcile_inner(
             Action::Poll => {
                 ctx.metrics.polled(poll_due.take(), now);
                 act::poll(
-                    &ctx.upstream,
+                    &client.upstream,
                     meter,
                     provider_spec,
                     dialect,
@@ -188,7 +227,7 @@ async fn reconcile_inner(
             }
             Action::Cancel => {
                 act::cancel(
-                    &ctx.upstream,
+                    &client.upstream,
                     meter,
                     provider_spec,
                     dialect,
@@ -248,7 +287,7 @@ pub fn error_policy(
     error: &ReconcileError,
     _ctx: Arc<Context>,
 ) -> Requeue {
-    tracing::warn!(namespace = op.namespace().unwrap_or_default(), name = op.name_any(), %error, "reconcile failed");
+    tracing::warn!(namespace = op.namespace().unwrap_or_default(), lro = op.name_any(), %error, "reconcile failed");
     Requeue::requeue(Duration::from_secs(5))
 }
 

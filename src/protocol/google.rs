@@ -27,7 +27,7 @@ const PROGRESS_FIELDS: &[&str] = &[
 ];
 
 impl Dialect for Google {
-    fn idempotent_start(&self) -> bool {
+    fn idempotent_start(&self, _start: &StartRequest) -> bool {
         true
     }
 

@@ -2,20 +2,70 @@
 //! and says how to build its start, poll and cancel requests. One protocol, one file; adding one
 //! is that file plus one line in [`dialect`].
 
+mod aws_cloud_control;
+mod azure;
+mod compute;
 mod google;
+mod http;
+#[cfg(test)]
+mod proptests;
 mod redpanda;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{OperationError, OperationHandle, Protocol, StartRequest};
+use crate::api::{OperationError, OperationHandle, Protocol, ProviderSpec, StartRequest};
 
 /// Returns the dialect that speaks `protocol`.
 pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
     match protocol {
         Protocol::Google => &google::Google,
         Protocol::Redpanda => &redpanda::Redpanda,
+        Protocol::Compute => &compute::Compute { long_poll: false },
+        Protocol::Azure => &azure::Azure,
+        Protocol::AwsCloudControl => &aws_cloud_control::AwsCloudControl,
+        // Without its provider's `spec.http`: see `dialect_for`.
+        Protocol::Http => &http::Unconfigured,
+    }
+}
+
+/// Returns the dialect for a provider: its protocol, with the provider's protocol options
+/// (`compute.longPoll`, the `http` expressions). `Err` says why the provider's options are
+/// unusable (an `http` expression that does not compile).
+pub fn dialect_for(provider: &ProviderSpec) -> Result<DialectRef, String> {
+    Ok(match provider.protocol {
+        Protocol::Compute if provider.compute.as_ref().is_some_and(|c| c.long_poll) => {
+            DialectRef::Builtin(&compute::Compute { long_poll: true })
+        }
+        Protocol::Http => DialectRef::Configured(http::configured(
+            &provider.base_url,
+            provider.http.as_ref(),
+        )?),
+        protocol => DialectRef::Builtin(dialect(protocol)),
+    })
+}
+
+pub use http::check_http;
+
+/// A provider's dialect: a built-in one, or one compiled from the provider's options.
+#[derive(Clone)]
+pub enum DialectRef {
+    /// A protocol with nothing to compile.
+    Builtin(&'static dyn Dialect),
+    /// A protocol configured by its provider (`http`).
+    Configured(Arc<dyn Dialect>),
+}
+
+impl std::ops::Deref for DialectRef {
+    type Target = dyn Dialect;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            DialectRef::Builtin(d) => *d,
+            DialectRef::Configured(d) => d.as_ref(),
+        }
     }
 }
 
@@ -55,7 +105,10 @@ pub enum UpstreamState {
 }
 
 /// An HTTP request a dialect wants sent, relative to the provider's base URL.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Its `Debug` output (what a log line would show) names the headers but never their values,
+/// which may come from Secrets.
+#[derive(Clone, PartialEq)]
 pub struct RequestSpec {
     /// The HTTP method.
     pub method: reqwest::Method,
@@ -67,6 +120,23 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     /// JSON body.
     pub body: Option<Value>,
+}
+
+impl std::fmt::Debug for RequestSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(name, _)| format!("{name}: <redacted>"))
+            .collect();
+        f.debug_struct("RequestSpec")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl RequestSpec {
@@ -187,8 +257,9 @@ pub enum CancelOutcome {
 /// (2xx: read the body; 4xx other than 408/425/429: refused; 404/410: not found; the rest:
 /// transient); a protocol overrides them where its wire format says otherwise.
 pub trait Dialect: Send + Sync {
-    /// Whether a start can be resent safely with the same request id (an idempotency key).
-    fn idempotent_start(&self) -> bool;
+    /// Whether this start can be resent safely with the same request id (an idempotency key,
+    /// or a method that is idempotent by itself, such as Azure's PUT).
+    fn idempotent_start(&self, start: &StartRequest) -> bool;
     /// Whether the protocol has a cancel request.
     fn can_cancel(&self) -> bool;
     /// Builds the start request; `request_id` is the idempotency key, stable across resends.
@@ -236,6 +307,36 @@ pub trait Dialect: Send + Sync {
         PollOutcome::Failed {
             message: describe(answer.status, &error.message),
             not_found: matches!(answer.status, 404 | 410),
+        }
+    }
+
+    /// A follow-up request that reads the result of a succeeded operation when the operation
+    /// itself does not carry it (Azure: GET the resource a PUT or PATCH created or changed);
+    /// sent after a poll that observed success. `None` (the default): the observation is final.
+    fn result_request(&self, _handle: &OperationHandle) -> Option<RequestSpec> {
+        None
+    }
+
+    /// Completes a succeeded `observation` with the answer to [`Dialect::result_request`]: a
+    /// 2xx JSON body becomes the result; a transient answer (408, 425, 429, 5xx) is a failed
+    /// poll, so the operation is polled (and its result read) again; any other answer leaves
+    /// the observation as it was.
+    fn read_result(&self, mut observation: Observation, answer: &HttpAnswer) -> PollOutcome {
+        if is_success(answer.status) {
+            if let Ok(body) = answer.json() {
+                observation.result = Some(body);
+            }
+            return PollOutcome::Observed(observation);
+        }
+        if is_refusal(answer.status) {
+            return PollOutcome::Observed(observation);
+        }
+        PollOutcome::Failed {
+            message: format!(
+                "the operation succeeded but its result could not be read: {}",
+                describe(answer.status, &self.parse_error(answer).message)
+            ),
+            not_found: false,
         }
     }
 
@@ -352,6 +453,21 @@ mod tests {
                 .collect(),
             body: vec![],
         }
+    }
+
+    #[test]
+    fn request_debug_output_never_shows_header_values() {
+        let request = RequestSpec {
+            method: reqwest::Method::POST,
+            path: "projects/p/clusters".into(),
+            query: vec![("requestId".into(), "r-1".into())],
+            headers: vec![("Authorization".into(), "Bearer s3cr3t-token".into())],
+            body: Some(serde_json::json!({"name": "c1"})),
+        };
+        let shown = format!("{request:?} {request:#?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(shown.contains("Authorization: <redacted>"), "{shown}");
+        assert!(shown.contains("projects/p/clusters") && shown.contains("r-1"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::api::{OperationError, OperationHandle, StartRequest};
 pub struct Redpanda;
 
 impl Dialect for Redpanda {
-    fn idempotent_start(&self) -> bool {
+    fn idempotent_start(&self, _start: &StartRequest) -> bool {
         false
     }
 
@@ -293,7 +293,8 @@ mod tests {
             "v1/operations/abc"
         );
         assert!(Redpanda.cancel_request(&handle).is_none());
-        assert!(!Redpanda.idempotent_start() && !Redpanda.can_cancel());
+        let start: StartRequest = serde_json::from_value(json!({"path": "v1/clusters"})).unwrap();
+        assert!(!Redpanda.idempotent_start(&start) && !Redpanda.can_cancel());
         assert!(Redpanda.poll_request(&OperationHandle::default()).is_err());
     }
 

@@ -53,7 +53,8 @@ pub fn find<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition
     conditions.iter().find(|c| c.type_ == kind)
 }
 
-fn upsert(
+/// Sets the condition `kind` (added if missing); `lastTransitionTime` moves only when its status flips.
+pub fn upsert(
     conditions: &mut Vec<Condition>,
     kind: &str,
     value: bool,

@@ -232,7 +232,7 @@ impl Decider<'_> {
             name: adopted.name,
             id: adopted.id,
             url: adopted.url,
-            request_id: None,
+            ..OperationHandle::default()
         });
         let message = format!("adopted {}", self.handle_label());
         self.status.message = Some(message.clone());

@@ -6,12 +6,14 @@
 
 pub mod conditions;
 mod decide;
+mod limits;
 mod memory;
 pub mod schedule;
 
 pub use decide::{
     Action, Caps, Decision, Event, Input, Notice, PROGRESS_MILESTONES, Policy, PollFailure, decide,
 };
+pub use limits::{DEFAULT_MAX_STATUS_RESULT, RESULT_TRUNCATED, cap_result};
 pub use memory::Memory;
 pub use schedule::Schedule;
 

@@ -28,13 +28,13 @@
 //! | kind | answer |
 //! |---|---|
 //! | `ok` | the normal answer (to place later faults after a few good GETs) |
-//! | `status` | `status` (400..=599) with the AIP-193 error envelope; optionally `Retry-After: <retryAfter>` verbatim, `Retry-After: <HTTP-date>` `retryAfterSeconds` from now (rounded up to the next whole second, so the wait is at least that long) when `retryAfterDate` is true, and `retry-after-ms: <retryAfterMs>` |
-//! | `reset` | the connection is closed without an answer (the response body fails before anything is written, and hyper drops the connection) |
+//! | `status` | `status` (400..=599) with the AIP-193 error envelope (its message: `message`, if given); optionally `Retry-After: <retryAfter>` verbatim, `Retry-After: <HTTP-date>` `retryAfterSeconds` from now (rounded up to the next whole second, so the wait is at least that long) when `retryAfterDate` is true, and `retry-after-ms: <retryAfterMs>` |
+//! | `reset` | the connection is closed without an answer (the response body fails before anything is written, and hyper drops the connection; the request log says 200, the status the head would have had) |
 //! | `hang` | the normal answer, after `ms` milliseconds (longer than the client's request timeout) |
 //! | `notJson` | `200` with an HTML body |
 //! | `hugeBody` | `200` with a JSON-looking body of `bytes` bytes, streamed in 64 KiB chunks from one static buffer (never held in memory); chunked, unless `announceLength` sends its `Content-Length` |
 //! | `notFound` | `404` as for an unknown operation |
-//! | `undone` | once the operation is done, the operation as it was just before it was done (`done` absent); while it is not yet done the fault waits, unused, and GETs are answered normally |
+//! | `undone` | once a GET has been answered that the operation is done, the operation as it was just before it was done (`done` absent); until then the fault waits, unused, and GETs are answered normally |
 
 use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
@@ -97,6 +97,9 @@ pub enum Fault {
         /// A `retry-after-ms` value.
         #[serde(default)]
         retry_after_ms: Option<u64>,
+        /// The error envelope's message (default: `simulated fault: HTTP <status>`).
+        #[serde(default)]
+        message: Option<String>,
     },
     /// Close the connection without an answer.
     Reset {
@@ -212,6 +215,8 @@ pub struct Faults {
     cursor: usize,
     /// How many GETs have taken the fault at `cursor`.
     used: u32,
+    /// A GET was answered, normally, that the operation is done.
+    told_done: bool,
     served: Vec<Served>,
 }
 
@@ -231,9 +236,15 @@ impl Faults {
     /// The fault for GET number `get` (1-based) of an operation that is (not) `done`, if any,
     /// and uses it up. `None`: answer normally.
     pub fn next(&mut self, get: u64, done: bool) -> Option<Fault> {
-        let fault = self.plan.get(self.cursor)?;
-        if matches!(fault, Fault::Undone { .. }) && !done {
-            return None;
+        let normal = |faults: &mut Faults| {
+            faults.told_done |= done;
+            None
+        };
+        let Some(fault) = self.plan.get(self.cursor) else {
+            return normal(self);
+        };
+        if matches!(fault, Fault::Undone { .. }) && !self.told_done {
+            return normal(self);
         }
         let fault = fault.clone();
         self.used += 1;
@@ -242,7 +253,7 @@ impl Faults {
             self.used = 0;
         }
         if matches!(fault, Fault::Ok { .. }) {
-            return None;
+            return normal(self);
         }
         self.served.push(Served {
             get,
@@ -301,10 +312,12 @@ pub async fn get(state: &SimState, name: &str) -> Response {
             retry_after_date,
             retry_after_seconds,
             retry_after_ms,
+            message,
             ..
         } => {
             let http = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = error_response(http, format!("simulated fault: HTTP {status}"));
+            let message = message.unwrap_or_else(|| format!("simulated fault: HTTP {status}"));
+            let mut response = error_response(http, message);
             let headers = response.headers_mut();
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.append(header::RETRY_AFTER, value);
@@ -485,13 +498,15 @@ mod tests {
             ]
         );
         assert_eq!(f.pending(), 1);
-        assert_eq!(f.next(7, true).map(|x| x.kind()), Some("undone"));
-        assert_eq!(f.next(8, true), None);
+        // The first GET that finds it done is answered normally; the next one is undone.
+        assert_eq!(f.next(7, true), None);
+        assert_eq!(f.next(8, true).map(|x| x.kind()), Some("undone"));
+        assert_eq!(f.next(9, true), None);
         assert_eq!(
             f.stats_json(),
             json!({"served": [
                 {"get": 1, "kind": "notFound"}, {"get": 2, "kind": "notFound"},
-                {"get": 4, "kind": "reset"}, {"get": 7, "kind": "undone"},
+                {"get": 4, "kind": "reset"}, {"get": 8, "kind": "undone"},
             ], "pending": 0})
         );
     }
@@ -647,6 +662,8 @@ mod tests {
         let first = first.json().expect("json");
         assert!(first.get("done").is_none(), "running at first: {first}");
         tokio::time::sleep(Duration::from_millis(400)).await;
+        let done = poll(&upstream, &base, &name).await.expect("answer");
+        assert_eq!(done.json().expect("json")["done"], true);
         let undone = poll(&upstream, &base, &name).await.expect("answer");
         let undone = undone.json().expect("json");
         assert!(undone.get("done").is_none(), "undone: {undone}");
@@ -656,7 +673,7 @@ mod tests {
         let stats = op_stats(&state, &name);
         assert_eq!(
             stats["faults"]["served"],
-            json!([{"get": 2, "kind": "undone"}])
+            json!([{"get": 3, "kind": "undone"}])
         );
     }
 }

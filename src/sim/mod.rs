@@ -1,16 +1,25 @@
 //! The upstream simulator: scriptable Google AIP-151 (`google.longrunning.Operation`)
-//! operations under `/v1`, Redpanda Cloud operations under `/redpanda/v1`, plus a test admin API under `/sim` (stats, forced outcomes,
-//! reset). Tests and the demo drive the real operator against it.
+//! operations under `/v1`, Redpanda Cloud operations under `/redpanda/v1`, Compute Engine under
+//! `/compute`, Azure Resource Manager under `/azure`, AWS Cloud Control under `/aws`, a generic
+//! "202 + Location" job API under `/generic` (for the `http` protocol), plus a test admin API
+//! under `/sim` (stats, forced outcomes, reset). Tests and the demo drive the real
+//! operator against it.
 
 mod admin;
+pub mod auth;
+mod aws_cloud_control;
+mod azure;
+mod compute;
 pub mod faults;
 mod google;
+mod http;
 mod redpanda;
 mod render;
 mod script;
 mod state;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tls;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +37,15 @@ pub struct SimArgs {
     /// Address to listen on, e.g. 127.0.0.1:8480; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8480")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates (mTLS) signed by these PEM CA certificates.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// Why the simulator stopped.
@@ -41,6 +59,9 @@ pub enum SimError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The TLS certificate, key or client CA could not be used.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
@@ -60,24 +81,50 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
         })?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
+    let tls = tls::acceptor(&args)?;
     {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "sim listening on http://{addr}")?;
+        writeln!(out, "sim listening on {scheme}://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, "simulator listening");
-    axum::serve(listener, router(SimState::default()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    tracing::info!(%addr, tls = tls.is_some(), "simulator listening");
+    match tls {
+        Some(acceptor) => {
+            tls::serve(listener, acceptor, router(SimState::default()), shutdown).await?
+        }
+        None => {
+            axum::serve(listener, router(SimState::default()))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     tracing::info!("simulator stopped");
     Ok(())
 }
 
 /// The simulator's routes over `state` (for in-process use).
 pub fn router(state: SimState) -> Router {
+    let auth_state = auth::AuthState::default();
+    let auth_routes = Router::new()
+        .route("/sim/auth", post(auth::configure))
+        .route("/sim/auth/revoke", post(auth::revoke))
+        .route("/sim/auth/stats", get(auth::stats))
+        .route("/sim/oauth/token", post(auth::token))
+        .with_state(auth_state.clone());
     let v1 = Router::new()
         .route("/v1/{*rest}", any(google::dispatch))
         .route("/redpanda/v1/{*rest}", any(redpanda::dispatch))
+        .route("/compute/{*rest}", any(compute::dispatch))
+        .route("/azure/{*rest}", any(azure::dispatch))
+        .route("/generic/{*rest}", any(http::dispatch))
+        .route("/aws", post(aws_cloud_control::dispatch))
+        .route("/aws/", post(aws_cloud_control::dispatch))
+        // Credentials are checked inside the request log (a rejected request is logged too).
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth_state.clone(),
+            auth::require,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             google::log_requests,
@@ -90,6 +137,7 @@ pub fn router(state: SimState) -> Router {
     v1.merge(admin)
         .fallback(|| async { render::error_response(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
+        .merge(auth_routes)
 }
 
 /// Resolves on SIGTERM or SIGINT. Handlers are installed before returning (and before the

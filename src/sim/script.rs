@@ -109,6 +109,33 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Va
     }
 }
 
+/// Splits a create body into the resource spec (the body without `simulate`), its script, and
+/// the surface-specific keys `extra` of `simulate`, taken out before the script is parsed.
+pub fn split_create_body(
+    body: &[u8],
+    extra: &[&str],
+) -> Result<
+    (
+        serde_json::Value,
+        Script,
+        serde_json::Map<String, serde_json::Value>,
+    ),
+    String,
+> {
+    let mut spec = json_object(body)?;
+    let mut simulate = spec.remove("simulate").unwrap_or(serde_json::Value::Null);
+    let mut taken = serde_json::Map::new();
+    if let Some(fields) = simulate.as_object_mut() {
+        for key in extra {
+            if let Some(value) = fields.remove(*key) {
+                taken.insert((*key).to_owned(), value);
+            }
+        }
+    }
+    let script = Script::from_json(simulate)?;
+    Ok((serde_json::Value::Object(spec), script, taken))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -377,7 +377,14 @@ async fn start_delay_creates_before_answering() {
 async fn run_reports_bind_errors() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap();
-    let err = run(SimArgs { listen }).await.unwrap_err();
+    let err = run(SimArgs {
+        listen,
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+    })
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, SimError::Bind { addr, .. } if addr == listen),
         "{err}"

@@ -30,6 +30,10 @@ const PHASES: [Phase; 8] = [
     Phase::Blocked,
 ];
 
+/// The `outcome` labels of `lro_reconciles_total`: `ok` and each kind of reconcile error (see
+/// `controller::reconcile`).
+pub const RECONCILE_OUTCOMES: [&str; 4] = ["ok", "status_write", "finalizer", "malformed"];
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -175,29 +179,33 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        // Series exist (at 0) from the start, so rates work from the first scrape.
+        for outcome in RECONCILE_OUTCOMES {
+            let _ = reconciles.get_or_create(&ReconcileLabels { outcome });
+        }
         registry.register(
             "lro_reconciles",
-            "Reconciles of LongRunningOperations, by outcome (ok, or the error kind).",
+            "Reconciles of LongRunningOperations, by outcome (ok, or the error kind)",
             reconciles.clone(),
         );
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register_with_unit(
             "lro_reconcile_duration",
-            "Wall time of one reconcile, upstream requests and status writes included.",
+            "Wall time of one reconcile, upstream requests and status writes included",
             Unit::Seconds,
             reconcile_duration.clone(),
         );
         let upstream_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "lro_upstream_requests",
-            "Requests sent to upstream APIs, by protocol, provider, kind (start, poll, cancel) and outcome (ok, http_4xx, http_5xx, throttled, transport, unreadable).",
+            "Requests sent to upstream APIs, by protocol, provider, kind (start, poll, cancel) and outcome (ok, http_4xx, http_5xx, throttled, transport, unreadable)",
             upstream_requests.clone(),
         );
         let upstream_duration: Family<DurationLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 13)));
         registry.register_with_unit(
             "lro_upstream_request_duration",
-            "Time from sending an upstream request to having read its answer, by protocol and kind.",
+            "Time from sending an upstream request to having read its answer, by protocol and kind",
             Unit::Seconds,
             upstream_duration.clone(),
         );
@@ -206,27 +214,27 @@ impl Metrics {
         ]);
         registry.register_with_unit(
             "lro_poll_lateness",
-            "How much later than scheduled a poll was sent (actual minus scheduled time); the first poll after a restart is not counted.",
+            "How much later than scheduled a poll was sent (actual minus scheduled time); the first poll after a restart is not counted",
             Unit::Seconds,
             poll_lateness.clone(),
         );
         let token_refreshes = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "lro_token_refreshes",
-            "Access tokens obtained or refreshed, by provider. Always empty until provider authentication is implemented.",
+            "Access tokens obtained or refreshed, by provider",
             token_refreshes.clone(),
         );
         let rate_limit_wait = Family::<ProviderLabels, Counter<f64>>::default();
         registry.register_with_unit(
             "lro_rate_limit_wait",
-            "Time requests waited for a provider's rate limit, by provider. Always empty until provider rate limits are implemented.",
+            "Time requests waited for a provider's rate limit, by provider; 0 until provider rate limits are implemented",
             Unit::Seconds,
             rate_limit_wait.clone(),
         );
         let status_writes = Counter::default();
         registry.register(
             "lro_status_writes",
-            "Status writes (server-side apply on the status subresource) of LongRunningOperations.",
+            "Status writes (server-side apply on the status subresource) of LongRunningOperations",
             status_writes.clone(),
         );
         let operations = Arc::new(OperationsByPhase::default());
@@ -280,6 +288,9 @@ impl Metrics {
     }
 
     /// Records time spent waiting for `provider`'s rate limit.
+    ///
+    /// Nothing calls it yet: `lro_rate_limit_wait_seconds_total` stays 0 until provider rate
+    /// limits (DESIGN §1 `rateLimit`) are implemented.
     pub fn rate_limit_waited(&self, provider: &str, waited: Duration) {
         self.rate_limit_wait
             .get_or_create(&ProviderLabels {
@@ -288,8 +299,17 @@ impl Metrics {
             .inc_by(waited.as_secs_f64());
     }
 
-    /// A handle that records the upstream requests made for one provider.
+    /// A handle that records the upstream requests made for one provider (see [`provider_label`]).
+    ///
+    /// It also makes the provider's `lro_token_refreshes_total` and
+    /// `lro_rate_limit_wait_seconds_total` series exist, at 0 until a token is fetched or a rate
+    /// limit waits.
     pub fn upstream(&self, protocol: &'static str, provider: String) -> UpstreamMeter<'_> {
+        let labels = ProviderLabels {
+            provider: provider.clone(),
+        };
+        let _ = self.token_refreshes.get_or_create(&labels);
+        let _ = self.rate_limit_wait.get_or_create(&labels);
         UpstreamMeter {
             metrics: self,
             protocol,
@@ -369,7 +389,7 @@ impl Collector for OperationsByPhase {
         let counts = self.counts();
         let mut family = encoder.encode_descriptor(
             "lro_operations",
-            "LongRunningOperations in the operator's cache, by phase (objects without a phase yet count as Pending).",
+            "LongRunningOperations in the operator's cache, by phase (objects without a phase yet count as Pending)",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -404,12 +424,13 @@ mod tests {
 
     #[test]
     fn every_family_is_registered_and_the_output_is_openmetrics() {
-        let text = Metrics::new().encode().unwrap();
+        let metrics = Metrics::new();
+        // Families print once they have a series; a provider's meter creates its per-provider ones.
+        let _ = metrics.upstream("google", provider_label(Some("ns"), "p"));
+        let text = metrics.encode().unwrap();
         for (name, kind) in [
             ("lro_reconciles", "counter"),
             ("lro_reconcile_duration_seconds", "histogram"),
-            ("lro_upstream_requests", "counter"),
-            ("lro_upstream_request_duration_seconds", "histogram"),
             ("lro_operations", "gauge"),
             ("lro_poll_lateness_seconds", "histogram"),
             ("lro_token_refreshes", "counter"),
@@ -426,7 +447,19 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains(".."), "help ends with one period: {text}");
         assert_eq!(sample(&text, "lro_status_writes_total"), Some(0.0));
+        for outcome in RECONCILE_OUTCOMES {
+            let series = format!("lro_reconciles_total{{outcome=\"{outcome}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for family in [
+            "lro_token_refreshes_total",
+            "lro_rate_limit_wait_seconds_total",
+        ] {
+            let series = format!("{family}{{provider=\"ns/p\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
         // Without a cache every phase reads 0, so the series exist from the first scrape.
         for phase in PHASES {
             let series = format!("lro_operations{{phase=\"{}\"}}", phase.as_str());

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,21 +34,53 @@ pub enum ServerError {
     },
 }
 
-/// Whether the operator is ready to serve: set once the controller's caches have synced.
+/// What `/readyz` says: the process is either starting, standing by for the leader Lease (ready:
+/// it can take over), running the controller (ready once the controller's caches have synced),
+/// or stopping.
 #[derive(Debug, Default)]
 pub struct Health {
-    ready: AtomicBool,
+    stage: AtomicU8,
+    synced: AtomicBool,
 }
 
+// Stage 0 (the default) is starting.
+const STANDBY: u8 = 1;
+const RUNNING: u8 = 2;
+const STOPPING: u8 = 3;
+
 impl Health {
-    /// Marks the operator ready (or not ready, when it shuts down).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+    /// Waiting for the leader Lease: ready (a standby can take over at any time).
+    pub fn standby(&self) {
+        self.stage.store(STANDBY, Ordering::SeqCst);
+    }
+
+    /// Running the controller: ready once [`Health::synced`] has been called.
+    pub fn running(&self) {
+        self.stage.store(RUNNING, Ordering::SeqCst);
+    }
+
+    /// The controller's caches have synced (its initial list is complete).
+    pub fn synced(&self) {
+        self.synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Health::synced`] has been called.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Shutting down: not ready any more.
+    pub fn stopping(&self) {
+        self.stage.store(STOPPING, Ordering::SeqCst);
     }
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        match self.stage.load(Ordering::SeqCst) {
+            STANDBY => true,
+            RUNNING => self.synced.load(Ordering::SeqCst),
+            _ => false,
+        }
     }
 }
 
@@ -142,7 +174,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the controller's caches have not synced\n",
+            "not ready: starting, stopping, or the controller's caches have not synced\n",
         )
             .into_response()
     }
@@ -181,7 +213,8 @@ mod tests {
 
         assert_eq!(get(addr, "/livez").await.0, 200);
         assert_eq!(get(addr, "/readyz").await.0, 503);
-        health.set_ready(true);
+        health.running();
+        health.synced();
         assert_eq!(get(addr, "/readyz").await.0, 200);
         let (status, content_type, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
@@ -191,6 +224,26 @@ mod tests {
 
         server.shutdown().await;
         assert!(reqwest::get(format!("http://{addr}/livez")).await.is_err());
+    }
+
+    #[test]
+    fn ready_when_standing_by_or_when_the_caches_synced() {
+        let health = Health::default();
+        assert!(!health.is_ready(), "starting");
+        health.standby();
+        assert!(health.is_ready(), "a standby can take over");
+        health.running();
+        assert!(!health.is_ready(), "leading, caches not synced yet");
+        health.synced();
+        assert!(health.is_ready());
+        health.stopping();
+        assert!(!health.is_ready());
+        // Without leader election the controller runs at once.
+        let single = Health::default();
+        single.synced();
+        assert!(!single.is_ready());
+        single.running();
+        assert!(single.is_ready());
     }
 
     #[tokio::test]

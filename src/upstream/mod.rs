@@ -1,15 +1,31 @@
-//! The HTTP client to upstream APIs: URL resolution pinned to the provider's origin, timeouts,
-//! and response bodies read with a size cap (streamed, never buffered past the cap).
+//! The HTTP client to upstream APIs: URL resolution pinned to the provider's origin, the
+//! address policy (checked after DNS resolution), credentials attached only to the provider's
+//! origin, timeouts, and response bodies read with a size cap (streamed, never buffered past
+//! the cap).
 
-use std::time::Duration;
+pub mod auth;
+pub mod policy;
+pub mod sigv4;
+#[cfg(test)]
+mod sim_tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use reqwest::Url;
+use secrecy::{ExposeSecret, SecretBox};
+
+pub use auth::{AuthError, Authenticator, Credential, TokenTransport};
+pub use policy::{AddressPolicy, AddressRefused};
 
 use crate::protocol::{HttpAnswer, RequestSpec};
 
 /// Default cap on an upstream response body.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// How long a successful check of the base URL's addresses is trusted.
+const ADDRESS_CHECK_TTL: Duration = Duration::from_secs(60);
 
 /// Why a request got no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +38,12 @@ pub enum UpstreamError {
         /// Why.
         why: &'static str,
     },
+    /// The address policy refused the target's address (nothing was sent).
+    #[error("{0}")]
+    Refused(AddressRefused),
+    /// Credentials could not be attached (e.g. no access token could be obtained); nothing was sent.
+    #[error("{0}")]
+    Credentials(AuthError),
     /// Connection, TLS or timeout error.
     #[error("request to {url} failed: {kind}")]
     Transport {
@@ -40,35 +62,243 @@ pub enum UpstreamError {
     },
 }
 
-/// Sends requests for one or more providers.
+/// Why a client could not be built from a provider's TLS settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The CA bundle holds no usable certificate.
+    #[error("{0}")]
+    CaBundle(String),
+    /// The client certificate or key is unusable.
+    #[error("{0}")]
+    ClientCertificate(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// The TLS material of a provider.
+#[derive(Default)]
+pub struct TlsMaterial {
+    /// PEM CA certificates that replace the system roots for the base URL.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain followed by its private key (mTLS).
+    pub identity_pem: Option<SecretBox<Vec<u8>>>,
+}
+
+/// How a provider's client is built.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSettings {
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Response body cap.
+    pub max_body: usize,
+    /// Which addresses may be connected to.
+    pub policy: AddressPolicy,
+}
+
+/// The credentials of a provider.
+pub struct ProviderAuth {
+    /// The credential.
+    pub credential: Credential,
+    /// Called for every access token obtained.
+    pub on_token: Option<auth::TokenHook>,
+}
+
+/// Sends requests for one provider (or, built with [`Upstream::new`], for any base URL and
+/// without credentials).
 #[derive(Clone, Debug)]
 pub struct Upstream {
     http: reqwest::Client,
+    /// The client for token endpoints (system roots plus the provider's CA, no client certificate).
+    token_http: reqwest::Client,
     max_body: usize,
+    policy: AddressPolicy,
+    auth: Option<Arc<Pinned>>,
+    /// When the base URL's addresses last passed the policy.
+    checked: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// Credentials and the one origin they may be sent to.
+#[derive(Debug)]
+struct Pinned {
+    origin: url::Origin,
+    authenticator: Authenticator,
 }
 
 impl Upstream {
-    /// A client with a per-request `timeout` and a body cap of `max_body` bytes.
+    /// A client without credentials, with a per-request `timeout` and a body cap of `max_body`
+    /// bytes, that may connect to loopback and private addresses (never to link-local or
+    /// metadata ones).
     pub fn new(timeout: Duration, max_body: usize) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            // Redirects could carry a request elsewhere; they are answers, not instructions.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lro-operator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Upstream { http, max_body })
+        let settings = ClientSettings {
+            timeout,
+            max_body,
+            policy: AddressPolicy {
+                allow_private: true,
+            },
+        };
+        let http = builder(&settings).build()?;
+        Ok(Upstream {
+            token_http: http.clone(),
+            http,
+            max_body,
+            policy: settings.policy,
+            auth: None,
+            checked: Arc::default(),
+        })
     }
 
-    /// Sends `request` to the provider at `base_url` and reads the answer.
+    /// The client of one provider: `credential` is attached only to requests for `base_url`'s
+    /// origin; `tls` applies to that origin.
+    pub fn for_provider(
+        settings: &ClientSettings,
+        base_url: &Url,
+        tls: &TlsMaterial,
+        credential: Option<ProviderAuth>,
+    ) -> Result<Self, BuildError> {
+        let mut http = builder(settings);
+        let mut token_http = builder(settings);
+        if let Some(pem) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| BuildError::CaBundle("is not a PEM certificate bundle".into()))?;
+            if certs.is_empty() {
+                return Err(BuildError::CaBundle(
+                    "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
+            http = http.tls_certs_only(certs.clone());
+            token_http = token_http.tls_certs_merge(certs);
+        }
+        if let Some(pem) = &tls.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem.expose_secret()).map_err(|_| {
+                BuildError::ClientCertificate(
+                    "tls.crt and tls.key are not a PEM certificate and its private key".into(),
+                )
+            })?;
+            http = http.identity(identity);
+        }
+        let http = http.build().map_err(|e| BuildError::Http(tls_error(&e)))?;
+        let token_http = token_http
+            .build()
+            .map_err(|e| BuildError::Http(tls_error(&e)))?;
+        Ok(Upstream {
+            http,
+            token_http,
+            max_body: settings.max_body,
+            policy: settings.policy,
+            auth: credential.map(|c| {
+                let authenticator = Authenticator::new(c.credential);
+                let authenticator = match c.on_token {
+                    Some(hook) => authenticator.with_token_hook(hook),
+                    None => authenticator,
+                };
+                Arc::new(Pinned {
+                    origin: base_url.origin(),
+                    authenticator,
+                })
+            }),
+            checked: Arc::default(),
+        })
+    }
+
+    /// The authenticator, if the provider has credentials.
+    pub fn authenticator(&self) -> Option<&Authenticator> {
+        self.auth.as_ref().map(|p| &p.authenticator)
+    }
+
+    /// Checks that the provider can be used: `base_url`'s addresses pass the policy (re-checked
+    /// at most once a minute) and, for token-based methods, an access token is at hand
+    /// (requested only when none is fresh).
+    pub async fn ready(&self, base_url: &Url) -> Result<(), UpstreamError> {
+        let fresh = self
+            .checked
+            .lock()
+            .map(|c| c.is_some_and(|at| at.elapsed() < ADDRESS_CHECK_TTL))
+            .unwrap_or(false);
+        if !fresh {
+            self.check_address(base_url).await?;
+            if let Ok(mut checked) = self.checked.lock() {
+                *checked = Some(Instant::now());
+            }
+        }
+        if let Some(pinned) = &self.auth {
+            if let Some(token_url) = pinned.authenticator.credential().token_url() {
+                self.check_address(token_url).await?;
+            }
+            pinned
+                .authenticator
+                .ensure_token(self)
+                .await
+                .map_err(UpstreamError::Credentials)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves `url`'s host and applies the address policy.
+    async fn check_address(&self, url: &Url) -> Result<(), UpstreamError> {
+        let host = url.host().ok_or_else(|| UpstreamError::Url {
+            target: display_url(url),
+            why: "it has no host",
+        })?;
+        let name = match host {
+            url::Host::Domain(name) => name.to_owned(),
+            _ => {
+                return self
+                    .policy
+                    .check_host(&host)
+                    .map_err(|why| refused(url, why));
+            }
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        self.policy
+            .resolve(&name, port)
+            .await
+            .map(|_| ())
+            .map_err(UpstreamError::Refused)
+    }
+
+    /// Sends `request` to the provider at `base_url` and reads the answer. Credentials go only
+    /// to the provider's origin; a 401 to a request that carried an access token gets one new
+    /// token and one retry.
     pub async fn send(
         &self,
         base_url: &str,
         request: &RequestSpec,
     ) -> Result<HttpAnswer, UpstreamError> {
         let url = resolve(base_url, &request.path)?;
-        let shown = display_url(&url);
-        let mut builder = self.http.request(request.method.clone(), url);
+        if let Some(host) = url.host() {
+            self.policy
+                .check_host(&host)
+                .map_err(|why| refused(&url, why))?;
+        }
+        let pinned = self.auth.as_ref().filter(|p| p.origin == url.origin());
+        let (answer, attached) = self.send_once(&url, request, pinned).await?;
+        let (Some(pinned), Some(attached)) = (pinned, attached) else {
+            return Ok(answer);
+        };
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        let retry = pinned
+            .authenticator
+            .refresh_after_unauthorized(attached, self)
+            .await
+            .map_err(UpstreamError::Credentials)?;
+        if !retry {
+            return Ok(answer);
+        }
+        tracing::debug!(url = %display_url(&url), "401 with an access token: retrying once with a new one");
+        Ok(self.send_once(&url, request, Some(pinned)).await?.0)
+    }
+
+    async fn send_once(
+        &self,
+        url: &Url,
+        request: &RequestSpec,
+        pinned: Option<&Arc<Pinned>>,
+    ) -> Result<(HttpAnswer, Option<auth::Attached>), UpstreamError> {
+        let shown = display_url(url);
+        let mut builder = self.http.request(request.method.clone(), url.clone());
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
         }
@@ -78,40 +308,127 @@ impl Upstream {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(|e| transport(&shown, &e))?;
+        let mut built = builder.build().map_err(|e| transport(&shown, &e))?;
+        let attached = match pinned {
+            Some(p) => Some(
+                p.authenticator
+                    .attach(&mut built, self)
+                    .await
+                    .map_err(UpstreamError::Credentials)?,
+            ),
+            None => None,
+        };
+        let response = self
+            .http
+            .execute(built)
+            .await
+            .map_err(|e| transport(&shown, &e))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_body as u64)
-        {
-            return Err(UpstreamError::TooLarge {
-                url: shown,
-                limit: self.max_body,
-            });
-        }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| transport(&shown, &e))?;
-            if body.len() + chunk.len() > self.max_body {
-                return Err(UpstreamError::TooLarge {
-                    url: shown,
-                    limit: self.max_body,
-                });
+        let body = read_capped(response, self.max_body, &shown).await?;
+        Ok((
+            HttpAnswer {
+                status,
+                headers,
+                body,
+            },
+            attached,
+        ))
+    }
+}
+
+impl TokenTransport for Upstream {
+    fn post_form(
+        &self,
+        url: Url,
+        form: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<(u16, Vec<u8>), String>> {
+        Box::pin(async move {
+            let shown = display_url(&url);
+            if let Some(host) = url.host() {
+                self.policy
+                    .check_host(&host)
+                    .map_err(|why| refused(&url, why).to_string())?;
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(HttpAnswer {
-            status,
-            headers,
-            body,
+            let response = self
+                .token_http
+                .post(url)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| transport(&shown, &e).to_string())?;
+            let status = response.status().as_u16();
+            let body = read_capped(response, self.max_body, &shown)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((status, body))
         })
     }
+}
+
+fn builder(settings: &ClientSettings) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        // Redirects could carry a request elsewhere; they are answers, not instructions.
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve names itself, out of reach of the address policy.
+        .no_proxy()
+        .dns_resolver(Arc::new(policy::PolicyResolver(settings.policy)))
+        .user_agent(concat!("lro-operator/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Reads a response body, failing as soon as it passes `max_body` bytes.
+async fn read_capped(
+    response: reqwest::Response,
+    max_body: usize,
+    shown: &str,
+) -> Result<Vec<u8>, UpstreamError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max_body as u64)
+    {
+        return Err(UpstreamError::TooLarge {
+            url: shown.to_owned(),
+            limit: max_body,
+        });
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport(shown, &e))?;
+        if body.len() + chunk.len() > max_body {
+            return Err(UpstreamError::TooLarge {
+                url: shown.to_owned(),
+                limit: max_body,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn refused(url: &Url, why: String) -> UpstreamError {
+    UpstreamError::Refused(AddressRefused {
+        host: url.host_str().unwrap_or_default().to_owned(),
+        why,
+    })
+}
+
+/// A TLS configuration error, without anything from the material.
+fn tls_error(error: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(error);
+    let mut last = None;
+    while let Some(e) = source {
+        last = Some(e.to_string());
+        source = e.source();
+    }
+    last.unwrap_or_else(|| "the TLS configuration is invalid".into())
 }
 
 /// Resolves `path` against `base_url`: a relative path is appended to the base URL's path; an
@@ -141,16 +458,29 @@ pub fn resolve(base_url: &str, path: &str) -> Result<Url, UpstreamError> {
     if url.origin() != base.origin() {
         return Err(refuse("it is not on the provider's baseURL origin"));
     }
+    // The URL parser resolves dot segments in disguise (`%2e%2e`, `..\`): check where it landed.
+    let prefix = base.path().trim_end_matches('/');
+    let under = url
+        .path()
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if !under {
+        return Err(refuse("the path must stay under the provider's baseURL"));
+    }
     Ok(url)
 }
 
-fn display_url(url: &Url) -> String {
+/// `url` without its query (which may hold an API key).
+pub fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
     shown.to_string()
 }
 
 fn transport(url: &str, error: &reqwest::Error) -> UpstreamError {
+    if let Some(refused) = policy::refused_in(error) {
+        return UpstreamError::Refused(refused.clone());
+    }
     let kind = if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {
@@ -186,6 +516,10 @@ mod tests {
         assert!(resolve("https://api.example.com/v1", "http://api.example.com/x").is_err());
         assert!(resolve("https://api.example.com/v1", "//evil.example.com/x").is_err());
         assert!(resolve("https://api.example.com/v1", "../../x").is_err());
+        assert!(resolve("https://api.example.com/v1", "%2e%2e/x").is_err());
+        assert!(resolve("https://api.example.com/v1", "a/.%2E/%2e./x").is_err());
+        assert!(resolve("https://api.example.com/v1", "..\\x").is_err());
+        assert!(resolve("https://api.example.com/v1", "a/..\\b").is_ok());
         assert!(
             resolve(
                 "https://api.example.com/v1",

@@ -25,7 +25,7 @@ impl TestEnv {
         loop {
             let log = std::fs::read_to_string(self.operator_log()).unwrap_or_default();
             let current_run = log.rsplit(STARTED).next().unwrap_or_default();
-            if let Some(addr) = current_run.lines().filter_map(listening_addr).last() {
+            if let Some(addr) = current_run.lines().rev().find_map(listening_addr) {
                 return addr;
             }
             assert!(

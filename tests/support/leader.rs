@@ -48,6 +48,7 @@ impl TestEnv {
                 &self.ns,
             ])
             .args(["--lease-name", LEASE, "--lease-duration", &lease_duration])
+            .args(["--health-addr", "127.0.0.1:0"])
             .env("POD_NAME", identity)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
             .env("RUST_LOG", "info,lro_operator=debug")
@@ -120,6 +121,38 @@ impl Replica {
         );
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`…) with kill(1), and notes it in the log.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the replica runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        self.mark(&format!("SIG{signal} sent"));
+    }
+
+    /// Appends `===== e2e: WHAT at unix ms …` to the log.
+    pub fn mark(&self, what: &str) {
+        let _ = writeln!(
+            log_file(&self.log),
+            "===== e2e: {what} at unix ms {}",
+            unix_ms()
+        );
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(timeout, child.wait()).await.ok()?;
+        Some(status.unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.identity)))
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -166,21 +199,26 @@ impl ControlPlane {
     }
 
     /// `hack/control-plane restart-apiserver --dir DIR`; returns how long it took.
-    pub async fn restart_apiserver(&self) -> Duration {
+    ///
+    /// kube-apiserver gets `stop_timeout` to drain after SIGTERM, then SIGKILL (with open watches
+    /// it can take 10 s to exit; a shorter outage keeps the test short).
+    pub async fn restart_apiserver(&self, stop_timeout: Duration) -> Duration {
         let started = tokio::time::Instant::now();
         let out = Command::new(CONTROL_PLANE)
             .arg("restart-apiserver")
             .arg("--dir")
             .arg(&self.dir)
+            .env("LRO_CP_STOP_TIMEOUT", stop_timeout.as_secs().to_string())
             .stdin(Stdio::null())
             .output()
             .await
             .unwrap_or_else(|e| panic!("cannot run {CONTROL_PLANE}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
         assert!(
             out.status.success(),
-            "restart-apiserver failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "restart-apiserver failed ({})",
+            out.status
         );
         started.elapsed()
     }

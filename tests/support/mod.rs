@@ -52,6 +52,8 @@ pub struct TestEnv {
     operator: Option<Child>,
     /// Extra flags of `lro-operator run` (see [`TestEnv::restart_operator_with`]).
     operator_args: Vec<String>,
+    /// The operator's `RUST_LOG` (see [`TestEnv::set_operator_log_filter`]).
+    operator_log_filter: String,
     /// Logs of the simulator and the operator; kept when the test fails.
     logs: Option<tempfile::TempDir>,
 }
@@ -89,6 +91,7 @@ impl TestEnv {
             _sim: sim,
             operator: None,
             operator_args: Vec::new(),
+            operator_log_filter: "info,lro_operator=debug".into(),
             logs: Some(logs),
         };
         let provider = json!({
@@ -98,6 +101,8 @@ impl TestEnv {
             "spec": {
                 "baseURL": format!("{}/v1", env.sim_url),
                 "protocol": "google",
+                // The simulator listens on loopback.
+                "allowPrivateNetworks": true,
                 "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
             },
         });
@@ -109,6 +114,7 @@ impl TestEnv {
     // ------------------------------------------------------------------------------ operator
 
     /// `http://127.0.0.1:PORT`, the simulator's root (each protocol lives under its own prefix).
+    #[allow(dead_code)] // used by some test binaries only
     pub fn sim_url(&self) -> &str {
         &self.sim_url
     }
@@ -128,7 +134,7 @@ impl TestEnv {
             .args(["--health-addr", "127.0.0.1:0"])
             .args(&self.operator_args)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
-            .env("RUST_LOG", "info,lro_operator=debug")
+            .env("RUST_LOG", &self.operator_log_filter)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)
@@ -151,6 +157,7 @@ impl TestEnv {
 
     /// Restarts the operator with extra flags (kept for later restarts), e.g.
     /// `["--request-timeout", "1s"]`.
+    #[allow(dead_code)] // used by some test binaries only
     pub async fn restart_operator_with(&mut self, args: &[&str]) {
         if self.operator.is_some() {
             self.kill_operator().await;
@@ -159,7 +166,20 @@ impl TestEnv {
         self.start_operator().await;
     }
 
+    /// Sets the operator's `RUST_LOG` for its next start (e.g. `debug`).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn set_operator_log_filter(&mut self, filter: &str) {
+        self.operator_log_filter = filter.to_owned();
+    }
+
+    /// The operator's log file (stdout and stderr of every start).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn operator_log_path(&self) -> PathBuf {
+        self.operator_log()
+    }
+
     /// The process id of the running operator.
+    #[allow(dead_code)] // used by some test binaries only
     pub fn operator_pid(&self) -> Option<u32> {
         self.operator.as_ref().and_then(Child::id)
     }
@@ -186,6 +206,12 @@ impl TestEnv {
     pub async fn apply(&self, manifest: &str) -> Output {
         let args = self.namespaced(&["apply", "-f", "-"]);
         self.cluster.kubectl(&args, Some(manifest)).await
+    }
+
+    /// The cluster's admin kubeconfig (for cleanups that must run in `Drop`).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.cluster.kubeconfig
     }
 
     fn namespaced<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {

@@ -60,6 +60,7 @@ fn spec(start: bool) -> LongRunningOperationSpec {
         }),
         polling: None,
         cancel: false,
+        on_delete: Default::default(),
     }
 }
 

@@ -1,0 +1,680 @@
+//! Google Compute Engine / Deployment Manager operations (`compute#operation`,
+//! `deploymentmanager#operation`).
+//!
+//! `status` PENDING / RUNNING / DONE (an unknown word keeps polling). A `DONE` operation fails
+//! when it carries `error.errors[]` or a non-2xx `httpErrorStatusCode`, or only one of
+//! `httpErrorStatusCode` / `httpErrorMessage` (then `UNKNOWN`); otherwise it succeeds, with
+//! `targetLink` / `targetId` as its result. An error `RESOURCE_NOT_READY` is not terminal (as
+//! terraform-provider-google: keep polling). `progress` is clamped to 0..=100 (the operator keeps
+//! the highest value seen), absent while not done, 100 once succeeded; `warnings[]` become the
+//! message. The start request sends `requestId` as its idempotency key. The handle is the
+//! operation's `selfLink` (it must stay on the provider's origin) and its `name`; an adopted
+//! operation may be given by `url` (its selfLink) or by `name`, a path relative to the
+//! provider's `baseURL` (e.g. `projects/p/zones/z/operations/operation-1`).
+//!
+//! With the provider's `compute.longPoll`, a poll is `POST {selfLink}/wait`: the upstream holds
+//! the answer until the operation is done or its own deadline passes (Compute: 2 minutes; it may
+//! also answer at once), so completion is seen within one round trip with far fewer requests. A
+//! wait's answer is read like a GET's: it is never taken as done without `status: DONE`.
+//! Compute has no cancel (`DELETE …/operations/{op}` only deletes the record).
+
+use serde_json::{Map, Value};
+
+use super::{
+    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
+    rpc_code_for_http,
+};
+use crate::api::{OperationError, OperationHandle, StartRequest};
+
+/// The Compute dialect; `long_poll` polls with `POST …/wait` instead of `GET`.
+pub struct Compute {
+    /// Poll with `POST {selfLink}/wait`.
+    pub long_poll: bool,
+}
+
+/// The error code that means "try again", not "failed" (terraform-provider-google's rule).
+const RESOURCE_NOT_READY: &str = "RESOURCE_NOT_READY";
+
+impl Dialect for Compute {
+    fn idempotent_start(&self, _start: &StartRequest) -> bool {
+        true
+    }
+
+    fn can_cancel(&self) -> bool {
+        false
+    }
+
+    fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
+        let mut request = RequestSpec::from_start(start);
+        if !start.query.contains_key("requestId") {
+            request.query.push(("requestId".into(), request_id.into()));
+        }
+        request
+    }
+
+    fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError> {
+        let Some(target) = handle.url.as_ref().or(handle.name.as_ref()) else {
+            return Err(ParseError::Shape(
+                "a compute operation is polled by its selfLink; set spec.operation.url (or name, relative to baseURL)".into(),
+            ));
+        };
+        if !self.long_poll {
+            return Ok(RequestSpec::get(target.clone()));
+        }
+        Ok(RequestSpec {
+            method: reqwest::Method::POST,
+            path: format!("{}/wait", target.trim_end_matches('/')),
+            query: vec![],
+            headers: vec![],
+            body: None,
+        })
+    }
+
+    fn cancel_request(&self, _handle: &OperationHandle) -> Option<RequestSpec> {
+        None
+    }
+
+    fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
+        let op = answer.json()?;
+        let observation = observe(&op)?;
+        let text = |field: &str| {
+            op.get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let name = text("name");
+        // selfLink, else the zonal/regional operations collection (both are absolute URLs).
+        let url = text("selfLink").or_else(|| {
+            let scope = text("zone").or_else(|| text("region"))?;
+            Some(format!(
+                "{}/operations/{}",
+                scope.trim_end_matches('/'),
+                name.as_deref()?
+            ))
+        });
+        if name.is_none() && url.is_none() && observation.state != UpstreamState::Succeeded {
+            return Err(ParseError::Shape(
+                "the start response is not a compute operation: it has neither `selfLink` nor `name`"
+                    .into(),
+            ));
+        }
+        Ok(Started {
+            handle: OperationHandle {
+                name,
+                url,
+                ..OperationHandle::default()
+            },
+            observation,
+        })
+    }
+
+    fn parse_operation(&self, answer: &HttpAnswer) -> Result<Observation, ParseError> {
+        observe(&answer.json()?)
+    }
+
+    fn parse_error(&self, answer: &HttpAnswer) -> OperationError {
+        // {"error": {"code": <HTTP>, "message", "errors": [{"domain", "reason", "message"}], "status"?}}
+        let envelope = answer.json().ok();
+        let error = envelope.as_ref().and_then(|v| v.get("error"));
+        let message = error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("HTTP {}", answer.status));
+        let status_name = error.and_then(|e| e.get("status")).and_then(Value::as_str);
+        let reason = error
+            .and_then(|e| e.get("errors"))
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|e| e.get("reason"))
+            .and_then(Value::as_str);
+        OperationError {
+            code: status_name
+                .map(str::to_owned)
+                .unwrap_or_else(|| rpc_code_for_http(answer.status).to_owned()),
+            provider_code: reason.or(status_name).map(str::to_owned),
+            http_status: Some(i32::from(answer.status)),
+            message,
+        }
+    }
+}
+
+/// Reads a compute operation into an observation.
+fn observe(op: &Value) -> Result<Observation, ParseError> {
+    let Some(obj) = op.as_object() else {
+        return Err(ParseError::Shape(
+            "a compute operation must be a JSON object".into(),
+        ));
+    };
+    let Some(status) = obj.get("status").and_then(Value::as_str) else {
+        return Err(ParseError::Shape(
+            "a compute operation must have a string `status`".into(),
+        ));
+    };
+    let errors: Vec<&Value> = obj
+        .get("error")
+        .and_then(|e| e.get("errors"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let code_of = |e: &Value| e.get("code").and_then(Value::as_str).map(str::to_owned);
+    let messages = join(errors.iter().filter_map(|e| {
+        e.get("message")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+    }));
+    let warnings = obj
+        .get("warnings")
+        .and_then(Value::as_array)
+        .map(|w| {
+            join(
+                w.iter()
+                    .filter_map(|w| w.get("message").and_then(Value::as_str)),
+            )
+        })
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("upstream warnings: {w}"));
+    let progress = obj
+        .get("progress")
+        .and_then(Value::as_f64)
+        .filter(|p| p.is_finite())
+        .map(|p| p.clamp(0.0, 100.0).floor() as i32);
+    let mut observation = Observation {
+        state: UpstreamState::Running,
+        upstream_state: Some(status.to_owned()),
+        progress,
+        message: warnings,
+        ..Observation::default()
+    };
+    if errors
+        .iter()
+        .any(|e| code_of(e).as_deref() == Some(RESOURCE_NOT_READY))
+    {
+        // Not terminal, whatever the status says: keep polling (terraform-provider-google).
+        observation.message = Some(format!(
+            "upstream reports {RESOURCE_NOT_READY} (not terminal, polling on): {messages}"
+        ));
+        return Ok(observation);
+    }
+    match status {
+        "PENDING" => {
+            observation.state = UpstreamState::Pending;
+            return Ok(observation);
+        }
+        "DONE" => {}
+        // RUNNING, and any new word: a new enum value is more likely additive than terminal.
+        _ => return Ok(observation),
+    }
+    let http_status = obj.get("httpErrorStatusCode").and_then(Value::as_i64);
+    let http_message = obj
+        .get("httpErrorMessage")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty());
+    let http_failed = http_status.is_some_and(|s| !(200..300).contains(&s));
+    let http_half = http_status.is_none() && http_message.is_some();
+    if errors.is_empty() && !http_failed && !http_half {
+        observation.state = UpstreamState::Succeeded;
+        observation.progress = Some(100);
+        let mut result = Map::new();
+        for field in ["targetLink", "targetId"] {
+            if let Some(v) = obj.get(field).filter(|v| !v.is_null()) {
+                result.insert(field.to_owned(), v.clone());
+            }
+        }
+        observation.resource_id = ["targetLink", "targetId"]
+            .iter()
+            .find_map(|f| obj.get(*f).and_then(Value::as_str))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        observation.result = (!result.is_empty()).then_some(Value::Object(result));
+        return Ok(observation);
+    }
+    let provider_code = errors.first().and_then(|e| code_of(e));
+    // Only one of httpErrorStatusCode / httpErrorMessage, and no error list: UNKNOWN.
+    let only_one = errors.is_empty() && (http_message.is_none() || http_status.is_none());
+    let code = if only_one {
+        "UNKNOWN"
+    } else {
+        code_for(http_status, provider_code.as_deref())
+    };
+    let message = match (messages.is_empty(), http_message) {
+        (false, _) => messages,
+        (true, Some(m)) => m.to_owned(),
+        (true, None) => format!(
+            "the operation failed with HTTP {}",
+            http_status.unwrap_or_default()
+        ),
+    };
+    observation.state = UpstreamState::Failed;
+    observation.error = Some(OperationError {
+        code: code.to_owned(),
+        provider_code,
+        http_status: http_status.and_then(|s| i32::try_from(s).ok()),
+        message,
+    });
+    Ok(observation)
+}
+
+/// The `google.rpc.Code` name of a failed operation, from its `httpErrorStatusCode` (and its
+/// first error code, to tell a quota failure or an existing resource apart).
+fn code_for(http_status: Option<i64>, provider_code: Option<&str>) -> &'static str {
+    let provider = provider_code.unwrap_or_default();
+    let quota = provider.contains("QUOTA_EXCEEDED");
+    match http_status {
+        Some(404) => "NOT_FOUND",
+        Some(400) => "INVALID_ARGUMENT",
+        Some(409) if provider.contains("ALREADY_EXISTS") => "ALREADY_EXISTS",
+        Some(409) => "ABORTED",
+        Some(403) | None if quota => "RESOURCE_EXHAUSTED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    parts.collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PLAIN: Compute = Compute { long_poll: false };
+
+    /// A zonal compute operation, as the Compute reference shows them.
+    fn operation(status: &str) -> Value {
+        json!({
+            "kind": "compute#operation",
+            "id": "7123423453456654321",
+            "name": "operation-1555802826515-586fe92d0a605-6166491c-7051043e",
+            "zone": "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a",
+            "operationType": "insert",
+            "targetLink": "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a/instances/vm-1",
+            "targetId": "5123321654456321123",
+            "status": status,
+            "user": "example@example.com",
+            "progress": 0,
+            "insertTime": "2019-04-29T11:08:32.190-07:00",
+            "selfLink": "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a/operations/operation-1555802826515-586fe92d0a605-6166491c-7051043e"
+        })
+    }
+
+    fn answer(body: &Value) -> HttpAnswer {
+        HttpAnswer {
+            status: 200,
+            headers: vec![],
+            body: serde_json::to_vec(body).unwrap(),
+        }
+    }
+
+    fn poll(op: Value) -> Observation {
+        PLAIN.parse_operation(&answer(&op)).unwrap()
+    }
+
+    fn with(mut op: Value, fields: Value) -> Value {
+        for (k, v) in fields.as_object().unwrap() {
+            op[k] = v.clone();
+        }
+        op
+    }
+
+    #[test]
+    fn deployment_manager_done_operation_from_the_seed_succeeds_with_its_target() {
+        // Seed 001 (Deployment Manager "Get the status of an operation").
+        let obs = poll(json!({
+            "kind": "deploymentmanager#operation",
+            "id": "7123423453456654321",
+            "name": "operation-11233234311678-587af2c0xyz9c-0987fa54-baccd59f",
+            "operationType": "insert",
+            "targetLink": "https://www.googleapis.com/deploymentmanager/v2/projects/example-project/global/deployments/wordpress-1",
+            "targetId": "5123321654456321123",
+            "status": "DONE",
+            "user": "example@example.com",
+            "progress": 100,
+            "insertTime": "2019-04-29T11:08:32.190-07:00",
+            "startTime": "2019-04-29T11:08:32.200-07:00",
+            "endTime": "2019-04-29T11:09:38.176-07:00",
+            "selfLink": "https://www.googleapis.com/deploymentmanager/v2/projects/example-project/global/operations/operation-11233234311678-587af2c0xyz9c-0987fa54-baccd59f"
+        }));
+        assert_eq!(obs.state, UpstreamState::Succeeded);
+        assert_eq!(obs.upstream_state.as_deref(), Some("DONE"));
+        assert_eq!(obs.progress, Some(100));
+        assert_eq!(
+            obs.resource_id.as_deref(),
+            Some(
+                "https://www.googleapis.com/deploymentmanager/v2/projects/example-project/global/deployments/wordpress-1"
+            )
+        );
+        assert_eq!(
+            obs.result,
+            Some(json!({
+                "targetLink": "https://www.googleapis.com/deploymentmanager/v2/projects/example-project/global/deployments/wordpress-1",
+                "targetId": "5123321654456321123"
+            }))
+        );
+        assert_eq!(obs.error, None);
+    }
+
+    #[test]
+    fn pending_and_running_are_not_terminal() {
+        let obs = poll(operation("PENDING"));
+        assert_eq!(obs.state, UpstreamState::Pending);
+        assert_eq!(obs.upstream_state.as_deref(), Some("PENDING"));
+        let obs = poll(with(operation("RUNNING"), json!({"progress": 40})));
+        assert_eq!(obs.state, UpstreamState::Running);
+        assert_eq!(obs.progress, Some(40));
+    }
+
+    #[test]
+    fn an_unknown_status_keeps_polling_with_the_word_kept() {
+        let obs = poll(operation("STOPPING"));
+        assert_eq!(obs.state, UpstreamState::Running);
+        assert_eq!(obs.upstream_state.as_deref(), Some("STOPPING"));
+    }
+
+    #[test]
+    fn progress_is_clamped_absent_stays_absent_and_done_is_100() {
+        assert_eq!(
+            poll(with(operation("RUNNING"), json!({"progress": 250}))).progress,
+            Some(100)
+        );
+        assert_eq!(
+            poll(with(operation("RUNNING"), json!({"progress": -5}))).progress,
+            Some(0)
+        );
+        let mut running = operation("RUNNING");
+        running.as_object_mut().unwrap().remove("progress");
+        assert_eq!(poll(running.clone()).progress, None);
+        running["status"] = json!("DONE");
+        assert_eq!(poll(running).progress, Some(100));
+    }
+
+    #[test]
+    fn done_with_errors_fails_with_the_first_code_the_http_status_and_all_messages() {
+        // A real Deployment Manager failure shape (§2.1).
+        let obs = poll(with(
+            operation("DONE"),
+            json!({
+                "progress": 100,
+                "httpErrorStatusCode": 400,
+                "httpErrorMessage": "BAD REQUEST",
+                "error": {"errors": [
+                    {"code": "INVALID_FIELD_VALUE", "location": "machineType", "message": "Invalid value for field 'resource.machineType'"},
+                    {"code": "CONDITION_NOT_MET", "message": "second"}
+                ]}
+            }),
+        ));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        let error = obs.error.unwrap();
+        assert_eq!(error.code, "INVALID_ARGUMENT");
+        assert_eq!(error.provider_code.as_deref(), Some("INVALID_FIELD_VALUE"));
+        assert_eq!(error.http_status, Some(400));
+        assert_eq!(
+            error.message,
+            "Invalid value for field 'resource.machineType'; second"
+        );
+        assert_eq!(obs.progress, Some(100));
+        assert_eq!(obs.result, None);
+    }
+
+    #[test]
+    fn http_error_statuses_map_to_rpc_codes() {
+        let fail = |status: i64, code: &str| {
+            let obs = poll(with(
+                operation("DONE"),
+                json!({"httpErrorStatusCode": status, "httpErrorMessage": "X",
+                       "error": {"errors": [{"code": code, "message": "m"}]}}),
+            ));
+            obs.error.unwrap().code
+        };
+        assert_eq!(fail(404, "RESOURCE_NOT_FOUND"), "NOT_FOUND");
+        assert_eq!(fail(400, "INVALID_FIELD_VALUE"), "INVALID_ARGUMENT");
+        assert_eq!(fail(409, "RESOURCE_ALREADY_EXISTS"), "ALREADY_EXISTS");
+        assert_eq!(fail(409, "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE"), "ABORTED");
+        assert_eq!(fail(403, "QUOTA_EXCEEDED"), "RESOURCE_EXHAUSTED");
+        assert_eq!(fail(403, "ZONE_RESOURCE_POOL_EXHAUSTED"), "UNKNOWN");
+        assert_eq!(fail(500, "INTERNAL_ERROR"), "UNKNOWN");
+    }
+
+    #[test]
+    fn done_without_error_but_a_non_2xx_http_status_fails() {
+        let obs = poll(with(
+            operation("DONE"),
+            json!({"httpErrorStatusCode": 404, "httpErrorMessage": "NOT FOUND"}),
+        ));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        let error = obs.error.unwrap();
+        assert_eq!(error.code, "NOT_FOUND");
+        assert_eq!(error.http_status, Some(404));
+        assert_eq!(error.message, "NOT FOUND");
+        assert_eq!(error.provider_code, None);
+    }
+
+    #[test]
+    fn done_with_only_one_of_the_http_error_fields_fails_as_unknown() {
+        let obs = poll(with(operation("DONE"), json!({"httpErrorStatusCode": 503})));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        assert_eq!(obs.error.as_ref().unwrap().code, "UNKNOWN");
+        assert_eq!(obs.error.unwrap().http_status, Some(503));
+        let obs = poll(with(
+            operation("DONE"),
+            json!({"httpErrorMessage": "SERVICE UNAVAILABLE"}),
+        ));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        let error = obs.error.unwrap();
+        assert_eq!(error.code, "UNKNOWN");
+        assert_eq!(error.message, "SERVICE UNAVAILABLE");
+    }
+
+    #[test]
+    fn done_with_a_2xx_http_status_and_no_error_succeeds() {
+        let obs = poll(with(operation("DONE"), json!({"httpErrorStatusCode": 200})));
+        assert_eq!(obs.state, UpstreamState::Succeeded);
+    }
+
+    #[test]
+    fn done_with_error_but_neither_http_field_fails_as_terraform_does() {
+        let obs = poll(with(
+            operation("DONE"),
+            json!({"error": {"errors": [{"code": "QUOTA_EXCEEDED", "message": "Quota 'CPUS' exceeded.  Limit: 24.0 in region us-central1."}]}}),
+        ));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        let error = obs.error.unwrap();
+        assert_eq!(error.code, "RESOURCE_EXHAUSTED");
+        assert_eq!(error.http_status, None);
+        let obs = poll(with(
+            operation("DONE"),
+            json!({"error": {"errors": [{"code": "UNSUPPORTED_OPERATION", "message": "no"}]}}),
+        ));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        assert_eq!(obs.error.unwrap().code, "UNKNOWN");
+    }
+
+    #[test]
+    fn resource_not_ready_keeps_polling_with_a_message() {
+        for status in ["RUNNING", "DONE"] {
+            let obs = poll(with(
+                operation(status),
+                json!({"error": {"errors": [{"code": "RESOURCE_NOT_READY",
+                    "message": "The resource 'projects/p/global/networks/n' is not ready"}]}}),
+            ));
+            assert_eq!(obs.state, UpstreamState::Running, "{status}");
+            assert!(obs.error.is_none());
+            assert!(
+                obs.message.unwrap().contains("is not ready"),
+                "the message says why"
+            );
+        }
+    }
+
+    #[test]
+    fn warnings_become_the_message() {
+        let obs = poll(with(
+            operation("DONE"),
+            json!({"warnings": [{"code": "DISK_SIZE_LARGER_THAN_IMAGE_SIZE",
+                "message": "Disk size: '50 GB' is larger than image size: '10 GB'.",
+                "data": [{"key": "disk_size", "value": "50"}]}]}),
+        ));
+        assert_eq!(obs.state, UpstreamState::Succeeded);
+        assert!(obs.message.unwrap().contains("is larger than image size"));
+    }
+
+    #[test]
+    fn malformed_operations_are_parse_errors() {
+        for body in [
+            &b"<html>"[..],
+            b"[1]",
+            br#"{"name":"x"}"#,
+            br#"{"status":3}"#,
+        ] {
+            let answer = HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: body.to_vec(),
+            };
+            assert!(PLAIN.parse_operation(&answer).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn start_sends_request_id_and_keeps_self_link_and_name() {
+        let start: StartRequest = serde_json::from_value(json!({
+            "path": "projects/example-project/zones/us-central1-a/instances",
+            "body": {"name": "vm-1", "machineType": "zones/us-central1-a/machineTypes/e2-small"}
+        }))
+        .unwrap();
+        assert!(PLAIN.idempotent_start(&start));
+        let request = PLAIN.start_request(&start, "0b4a5c1e-0000-4000-8000-000000000001");
+        assert_eq!(request.method, reqwest::Method::POST);
+        assert!(request.query.contains(&(
+            "requestId".into(),
+            "0b4a5c1e-0000-4000-8000-000000000001".into()
+        )));
+        let started = PLAIN.parse_started(&answer(&operation("PENDING"))).unwrap();
+        assert_eq!(
+            started.handle.url.as_deref(),
+            operation("PENDING")["selfLink"].as_str()
+        );
+        assert_eq!(
+            started.handle.name.as_deref(),
+            Some("operation-1555802826515-586fe92d0a605-6166491c-7051043e")
+        );
+        assert_eq!(started.observation.state, UpstreamState::Pending);
+        // Without selfLink, the zone's operations collection.
+        let mut op = operation("RUNNING");
+        op.as_object_mut().unwrap().remove("selfLink");
+        let started = PLAIN.parse_started(&answer(&op)).unwrap();
+        assert_eq!(
+            started.handle.url.as_deref(),
+            Some(
+                "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a/operations/operation-1555802826515-586fe92d0a605-6166491c-7051043e"
+            )
+        );
+        assert!(
+            PLAIN
+                .parse_started(&answer(&json!({"status": "RUNNING"})))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_user_request_id_is_not_overridden() {
+        let start: StartRequest = serde_json::from_value(json!({
+            "path": "projects/p/global/networks", "query": {"requestId": "mine"}
+        }))
+        .unwrap();
+        let request = PLAIN.start_request(&start, "uid");
+        assert_eq!(request.query, vec![("requestId".into(), "mine".into())]);
+    }
+
+    #[test]
+    fn polls_get_the_self_link_or_long_poll_its_wait() {
+        let handle = OperationHandle {
+            name: Some("operation-1".into()),
+            url: Some(
+                "https://compute.example/compute/v1/projects/p/zones/z/operations/operation-1"
+                    .into(),
+            ),
+            ..OperationHandle::default()
+        };
+        let get = PLAIN.poll_request(&handle).unwrap();
+        assert_eq!(get.method, reqwest::Method::GET);
+        assert_eq!(get.path, handle.url.clone().unwrap());
+        let wait = Compute { long_poll: true }.poll_request(&handle).unwrap();
+        assert_eq!(wait.method, reqwest::Method::POST);
+        assert_eq!(
+            wait.path,
+            "https://compute.example/compute/v1/projects/p/zones/z/operations/operation-1/wait"
+        );
+        let by_name = OperationHandle {
+            name: Some("projects/p/global/operations/operation-2".into()),
+            ..OperationHandle::default()
+        };
+        assert_eq!(
+            PLAIN.poll_request(&by_name).unwrap().path,
+            "projects/p/global/operations/operation-2"
+        );
+        assert!(PLAIN.poll_request(&OperationHandle::default()).is_err());
+    }
+
+    #[test]
+    fn a_wait_that_returns_before_done_is_still_running() {
+        // `wait` is best effort: it may return at its deadline, or at once, with RUNNING.
+        let wait = Compute { long_poll: true };
+        let obs = wait
+            .parse_operation(&answer(&with(operation("RUNNING"), json!({"progress": 5}))))
+            .unwrap();
+        assert_eq!(obs.state, UpstreamState::Running);
+    }
+
+    #[test]
+    fn there_is_no_cancel() {
+        assert!(!PLAIN.can_cancel());
+        assert_eq!(PLAIN.cancel_request(&OperationHandle::default()), None);
+    }
+
+    #[test]
+    fn google_api_error_envelopes_keep_the_reason() {
+        let answer = HttpAnswer {
+            status: 404,
+            headers: vec![],
+            body: br#"{"error":{"code":404,"message":"The resource 'projects/p/zones/z/operations/x' was not found","errors":[{"message":"The resource 'projects/p/zones/z/operations/x' was not found","domain":"global","reason":"notFound"}]}}"#.to_vec(),
+        };
+        let error = PLAIN.parse_error(&answer);
+        assert_eq!(error.code, "NOT_FOUND");
+        assert_eq!(error.provider_code.as_deref(), Some("notFound"));
+        assert_eq!(error.http_status, Some(404));
+        assert!(error.message.contains("was not found"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let answer = HttpAnswer { status: 200, headers: vec![], body };
+            let _ = PLAIN.parse_operation(&answer);
+            let _ = PLAIN.parse_started(&answer);
+            let _ = PLAIN.parse_error(&answer);
+        }
+
+        #[test]
+        fn any_operation_shape_never_panics(
+            status in proptest::option::of("[A-Z]{0,8}"),
+            progress in proptest::option::of(proptest::num::f64::ANY),
+            http in proptest::option::of(proptest::num::i64::ANY),
+            codes in proptest::collection::vec("[A-Z_]{0,20}", 0..3),
+        ) {
+            let mut op = json!({"name": "operation-1"});
+            if let Some(s) = status { op["status"] = json!(s); }
+            if let Some(p) = progress { op["progress"] = json!(p); }
+            if let Some(h) = http { op["httpErrorStatusCode"] = json!(h); }
+            if !codes.is_empty() {
+                op["error"] = json!({"errors": codes.iter().map(|c| json!({"code": c})).collect::<Vec<_>>()});
+            }
+            if let Ok(obs) = PLAIN.parse_operation(&answer(&op)) {
+                proptest::prop_assert!(obs.progress.is_none_or(|p| (0..=100).contains(&p)));
+                proptest::prop_assert_eq!(obs.error.is_some(), obs.state == UpstreamState::Failed);
+            }
+        }
+    }
+}
