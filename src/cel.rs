@@ -33,7 +33,7 @@ pub const MAX_NESTING: u16 = 32;
 /// and comprehension adds a level): what bounds an evaluation's recursion.
 pub const MAX_DEPTH: usize = 48;
 /// The stack of the thread that compiles an expression.
-pub const COMPILE_STACK_BYTES: usize = 256 * 1024 * 1024;
+pub const COMPILE_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// The deepest nesting of comprehensions accepted (`a.all(x, x.b.exists(y, …))` is 2).
 pub const MAX_COMPREHENSION_NESTING: usize = 2;
 /// The longest evaluation error message kept (CEL errors may quote whole values).
@@ -667,6 +667,37 @@ mod tests {
         }
         let fine = format!("body.n{}", " + 1".repeat(20));
         assert_eq!(eval(&fine, json!({"n": 1})), Ok(json!(21)));
+    }
+
+    #[test]
+    fn the_worst_shapes_within_the_limits_do_not_overflow_the_stack() {
+        // Every shape of recursion the grammar has, as long or as deep as the limits allow.
+        let at_limit = usize::from(MAX_NESTING);
+        let fill = |unit: &str, head: &str| {
+            let n = (MAX_EXPRESSION_BYTES - head.len()) / unit.len();
+            format!("{head}{}", unit.repeat(n))
+        };
+        let shapes = [
+            format!("{}1{}", "(".repeat(at_limit), ")".repeat(at_limit)),
+            format!("{}1{}", "[".repeat(at_limit), "]".repeat(at_limit)),
+            format!("{}1{}", "size(".repeat(at_limit), ")".repeat(at_limit)),
+            format!("{}1{}", "{'a': ".repeat(at_limit), "}".repeat(at_limit)),
+            fill("+1", "1"),
+            fill(".a", "body"),
+            fill("[0]", "body"),
+            fill(".size()", "'a'"),
+            fill("!", "").replace("!!", "!") + "true",
+            fill("-", "") + "1",
+            fill(" ? 1 : true", "true"),
+            fill(" && true", "true"),
+            fill(" || x", "false"),
+            fill(" < 2", "1"),
+        ];
+        for source in shapes {
+            let source = &source[..source.len().min(MAX_EXPRESSION_BYTES)];
+            // Refused or not, it returns.
+            let _ = Expression::compile(source, VARS);
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! TLS with a test CA and mTLS, the address policy, the namespace boundary, bad input, and a
 //! search of logs, events and statuses for every secret value.
 
-#[allow(dead_code)] // helpers other test binaries use
 mod support;
 
 use std::time::Duration;

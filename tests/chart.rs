@@ -10,7 +10,6 @@
 
 #[path = "support/helm.rs"]
 mod helm;
-#[allow(dead_code)] // the chart tests use a part of the e2e harness
 mod support;
 
 use std::collections::BTreeSet;

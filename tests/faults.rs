@@ -9,7 +9,6 @@
 //!
 //! Run with `cargo test --test faults`; see `tests/e2e.rs` for the harness's environment.
 
-#[allow(dead_code)] // the fault tests use a part of the harness
 mod support;
 
 use std::time::Duration;

@@ -5,7 +5,6 @@
 //! starts a shared control plane; the apiserver-restart test starts a control plane of its own
 //! (and stops it), so restarting it disturbs no other test.
 
-#[allow(dead_code)]
 mod support;
 
 use std::time::Duration;

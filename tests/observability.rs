@@ -4,7 +4,6 @@
 //! Run with `cargo test --test observability`; set `LRO_E2E_KUBECONFIG` to reuse a control plane
 //! started by `hack/control-plane up`.
 
-#[allow(dead_code)] // this test uses a part of the e2e harness
 mod support;
 
 use std::collections::BTreeSet;

@@ -473,6 +473,22 @@ async fn http_jobs_are_read_through_the_providers_cel_expressions() {
         json!(2),
         "nothing started for it"
     );
+    // The provider itself says so.
+    let ready = "jsonpath={.status.conditions[?(@.type=='Ready')].reason}";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let out = env
+            .kubectl(&["get", "operationprovider", "broken", "-o", ready])
+            .await;
+        if out.stdout.trim() == "InvalidExpression" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider is not Ready=False/InvalidExpression: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Deletes cluster-scoped objects when dropped, even when the test fails.

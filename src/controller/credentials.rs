@@ -252,6 +252,9 @@ impl Clients {
     async fn load(&self, provider: &Resolved) -> Result<Loaded, NotReady> {
         let spec = &provider.spec;
         base_url(spec)?;
+        // The `http` protocol's CEL expressions must compile.
+        crate::protocol::dialect_for(spec)
+            .map_err(|why| NotReady::new("InvalidExpression", why))?;
         let mut reader = Reader {
             kube: &self.kube,
             namespace: None,

@@ -781,6 +781,41 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_token_endpoint_is_open_until_configured_then_checks_secrets() {
+        let auth = AuthState::default();
+        let form = |body: &'static str| Bytes::from_static(body.as_bytes());
+        let open = token(
+            State(auth.clone()),
+            HeaderMap::new(),
+            form("grant_type=client_credentials&client_id=anyone&client_secret=x"),
+        )
+        .await;
+        assert_eq!(open.status(), StatusCode::OK);
+        let config = serde_json::from_value(json!({"oauthClients": [
+            {"id": "c", "clientId": "id", "clientSecret": "secret", "audience": "aud"}]}))
+        .expect("config");
+        auth.lock().config = config;
+        for (body, status) in [
+            (
+                "grant_type=client_credentials&client_id=id&client_secret=x&audience=aud",
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "grant_type=client_credentials&client_id=id&client_secret=secret",
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                "grant_type=client_credentials&client_id=id&client_secret=secret&audience=aud",
+                StatusCode::OK,
+            ),
+            ("grant_type=password", StatusCode::BAD_REQUEST),
+        ] {
+            let answer = token(State(auth.clone()), HeaderMap::new(), form(body)).await;
+            assert_eq!(answer.status(), status, "{body}");
+        }
+    }
+
     #[test]
     fn credentials_are_matched_and_rejections_classified() {
         let auth = AuthState::default();

@@ -206,8 +206,8 @@ impl Upstream {
         self.auth.as_ref().map(|p| &p.authenticator)
     }
 
-    /// Checks that the provider can be used: `base_url`'s addresses pass the policy (re-checked
-    /// at most once a minute) and, for token-based methods, an access token is at hand
+    /// Checks that the provider can be used: the addresses of `base_url` and of the token
+    /// endpoint pass the policy (re-checked at most once a minute) and, for token-based methods, an access token is at hand
     /// (requested only when none is fresh).
     pub async fn ready(&self, base_url: &Url) -> Result<(), UpstreamError> {
         let fresh = self
@@ -217,14 +217,17 @@ impl Upstream {
             .unwrap_or(false);
         if !fresh {
             self.check_address(base_url).await?;
+            let token_url = self
+                .authenticator()
+                .and_then(|a| a.credential().token_url());
+            if let Some(token_url) = token_url {
+                self.check_address(token_url).await?;
+            }
             if let Ok(mut checked) = self.checked.lock() {
                 *checked = Some(Instant::now());
             }
         }
         if let Some(pinned) = &self.auth {
-            if let Some(token_url) = pinned.authenticator.credential().token_url() {
-                self.check_address(token_url).await?;
-            }
             pinned
                 .authenticator
                 .ensure_token(self)

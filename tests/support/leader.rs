@@ -179,23 +179,30 @@ impl Drop for Replica {
 
 /// A control plane of the test's own (`hack/control-plane up --dir …`), stopped when dropped.
 pub struct ControlPlane {
-    dir: PathBuf,
+    down: Down,
     /// The cluster, with the CRDs installed.
     pub cluster: &'static Cluster,
+}
+
+/// Runs `hack/control-plane down --dir DIR` when dropped (also when the setup panics).
+struct Down {
+    dir: PathBuf,
 }
 
 impl ControlPlane {
     /// Starts a control plane in a fresh directory named after `name`.
     pub async fn up(name: &str) -> ControlPlane {
-        let dir = std::env::temp_dir().join(format!(
-            "lro-e2e-{name}-{}-{}",
-            std::process::id(),
-            unix_ms()
-        ));
-        let kubeconfig = control_plane_up(&dir).await;
+        let down = Down {
+            dir: std::env::temp_dir().join(format!(
+                "lro-e2e-{name}-{}-{}",
+                std::process::id(),
+                unix_ms()
+            )),
+        };
+        let kubeconfig = control_plane_up(&down.dir).await;
         // Stopped below before anything else could use it; leaking keeps `TestEnv`'s `&'static`.
         let cluster = Box::leak(Box::new(with_crds(kubeconfig).await));
-        ControlPlane { dir, cluster }
+        ControlPlane { down, cluster }
     }
 
     /// `hack/control-plane restart-apiserver --dir DIR`; returns how long it took.
@@ -207,7 +214,7 @@ impl ControlPlane {
         let out = Command::new(CONTROL_PLANE)
             .arg("restart-apiserver")
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir())
             .env("LRO_CP_STOP_TIMEOUT", stop_timeout.as_secs().to_string())
             .stdin(Stdio::null())
             .output()
@@ -225,11 +232,11 @@ impl ControlPlane {
 
     /// The directory (kubeconfig, logs).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.down.dir
     }
 }
 
-impl Drop for ControlPlane {
+impl Drop for Down {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();

@@ -1,5 +1,8 @@
 //! The end-to-end harness: a real control plane, the real `lro-operator` binary (as `sim` and as
 //! `run`), real `kubectl`. Each [`TestEnv`] owns a namespace, a simulator, a provider and an operator.
+//!
+//! Every test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
 
 mod cluster;
 mod health;
@@ -114,7 +117,6 @@ impl TestEnv {
     // ------------------------------------------------------------------------------ operator
 
     /// `http://127.0.0.1:PORT`, the simulator's root (each protocol lives under its own prefix).
-    #[allow(dead_code)] // used by some test binaries only
     pub fn sim_url(&self) -> &str {
         &self.sim_url
     }
@@ -157,7 +159,6 @@ impl TestEnv {
 
     /// Restarts the operator with extra flags (kept for later restarts), e.g.
     /// `["--request-timeout", "1s"]`.
-    #[allow(dead_code)] // used by some test binaries only
     pub async fn restart_operator_with(&mut self, args: &[&str]) {
         if self.operator.is_some() {
             self.kill_operator().await;
@@ -167,19 +168,16 @@ impl TestEnv {
     }
 
     /// Sets the operator's `RUST_LOG` for its next start (e.g. `debug`).
-    #[allow(dead_code)] // used by some test binaries only
     pub fn set_operator_log_filter(&mut self, filter: &str) {
         self.operator_log_filter = filter.to_owned();
     }
 
     /// The operator's log file (stdout and stderr of every start).
-    #[allow(dead_code)] // used by some test binaries only
     pub fn operator_log_path(&self) -> PathBuf {
         self.operator_log()
     }
 
     /// The process id of the running operator.
-    #[allow(dead_code)] // used by some test binaries only
     pub fn operator_pid(&self) -> Option<u32> {
         self.operator.as_ref().and_then(Child::id)
     }
@@ -209,7 +207,6 @@ impl TestEnv {
     }
 
     /// The cluster's admin kubeconfig (for cleanups that must run in `Drop`).
-    #[allow(dead_code)] // used by some test binaries only
     pub fn kubeconfig(&self) -> &std::path::Path {
         &self.cluster.kubeconfig
     }
