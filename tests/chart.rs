@@ -47,7 +47,7 @@ fn crd_drift() -> Option<String> {
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
     };
-    let fix = "run `cp crds/*.yaml charts/lro-operator/crds/` (Helm installs the chart's copy)";
+    let fix = "run hack/gen-crds (Helm installs the chart's copy)";
     let (chart, top) = (names(&chart_dir), names(&top_dir));
     if chart != top {
         return Some(format!(

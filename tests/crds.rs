@@ -7,7 +7,7 @@ fn committed_crds_match_the_rust_types() {
     let committed = std::fs::read_to_string(path).expect("crds/lro.dev.yaml exists");
     assert!(
         generated == committed,
-        "crds/lro.dev.yaml is out of date: run `cargo run -- crd > crds/lro.dev.yaml`"
+        "crds/lro.dev.yaml is out of date: run hack/gen-crds"
     );
 }
 
