@@ -98,7 +98,10 @@ impl Dialect for Google {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| format!("HTTP {}", answer.status));
-        let status_name = error.and_then(|e| e.get("status")).and_then(Value::as_str);
+        let status_name = error
+            .and_then(|e| e.get("status"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty());
         OperationError {
             code: status_name
                 .map(str::to_owned)
