@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use helm::{CHART, Identity, ROOT, container_args, free_port};
+use helm::{CHART, Identity, ROOT, container_args, free_port, verify_serving_cert};
 use kube::ResourceExt;
 use lro_operator::api::Phase;
 use serde_json::{Value, json};
@@ -72,7 +72,10 @@ async fn helm_lint_is_clean() {
             "--set=operator.leaderElection.enabled=false",
             "--set=podDisruptionBudget.minAvailable=1",
             "--set=image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "--set=webhook.certManager.enabled=true",
+            "--set=webhook.failurePolicy=Ignore",
         ],
+        vec!["--set=webhook.enabled=false"],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend(sets);
@@ -101,6 +104,11 @@ async fn values_schema_rejects_invalid_values() {
         ("metrics.service.type=ExternalName", "type"),
         ("podDisruptionBudget.maxUnavailable=lots", "maxUnavailable"),
         ("securityContext.seccompProfile.type=Sometimes", "type"),
+        ("webhook.failurePolicy=Sometimes", "failurePolicy"),
+        ("webhook.port=0", "port"),
+        ("webhook.enabled=yes", "enabled"),
+        ("webhook.certManager.issuerRef.kind=Vault", "kind"),
+        ("webhook.objectSelector.matchNames=x", "matchNames"),
         ("replicas=3", "replicas"),
         ("operator.namespace=x", "namespace"),
     ] {
@@ -140,8 +148,10 @@ async fn rendered_objects_follow_the_values() {
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
+        "Secret",
         "Service",
         "ServiceAccount",
+        "ValidatingWebhookConfiguration",
     ];
     assert_eq!(kinds, expected.into_iter().collect(), "rendered kinds");
     let deployment = find(&defaults, "Deployment");
@@ -190,9 +200,12 @@ async fn rendered_objects_follow_the_values() {
         "--multiplier=1.5",
         "--jitter=0.1",
         "--concurrency=32",
+        "--webhook-addr=0.0.0.0:9443",
+        "--webhook-cert-dir=/tls",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
     }
+    check_webhook(&defaults, "rel", "lro-system", 9443).await;
     assert!(
         !args.iter().any(|a| a.starts_with("--namespace")),
         "watches all namespaces by default"
@@ -221,6 +234,7 @@ async fn rendered_objects_follow_the_values() {
         "--set=replicaCount=1",
         "--set=operator.polling.multiplier=2.5", // `--set` passes decimals as strings
         "--set=operator.polling.jitter=0.25",
+        "--set=webhook.enabled=false",
     ])
     .await;
     let kinds: BTreeSet<&str> = custom
@@ -260,6 +274,169 @@ async fn rendered_objects_follow_the_values() {
     let pdb = find(&custom, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert!(pdb["spec"].get("maxUnavailable").is_none(), "{pdb:#}");
+    // webhook.enabled=false: no webhook objects, arguments, port or volume.
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "Secret",
+        "Certificate",
+        "Issuer",
+    ] {
+        assert!(!kinds.contains(kind), "{kind} rendered: {kinds:?}");
+    }
+    assert_eq!(names(&custom, "Service"), ["rel-lro-operator-metrics"]);
+    assert!(!args.iter().any(|a| a.starts_with("--webhook")), "{args:?}");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod.get("volumes").is_none(), "{pod:#}");
+    assert!(
+        pod["containers"][0].get("volumeMounts").is_none(),
+        "{pod:#}"
+    );
+    assert_eq!(
+        pod["containers"][0]["ports"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // cert-manager issues the certificate (a self-signed Issuer unless one is named) and injects
+    // the caBundle; failurePolicy and port as set.
+    let cert_manager = render(&[
+        "--set=webhook.certManager.enabled=true",
+        "--set=webhook.failurePolicy=Ignore",
+        "--set=webhook.port=10443",
+    ])
+    .await;
+    assert!(
+        !cert_manager.iter().any(|o| o["kind"] == "Secret"),
+        "cert-manager writes the Secret"
+    );
+    let certificate = find(&cert_manager, "Certificate");
+    assert_eq!(
+        certificate["spec"]["secretName"],
+        "rel-lro-operator-webhook-tls"
+    );
+    assert_eq!(
+        certificate["spec"]["dnsNames"],
+        json!(webhook_dns_names("rel", "lro-system"))
+    );
+    let issuer = find(&cert_manager, "Issuer");
+    assert_eq!(
+        certificate["spec"]["issuerRef"]["name"],
+        issuer["metadata"]["name"]
+    );
+    assert_eq!(issuer["spec"]["selfSigned"], json!({}));
+    let vwc = find(&cert_manager, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "lro-system/rel-lro-operator-webhook"
+    );
+    assert!(
+        vwc["webhooks"][0]["clientConfig"].get("caBundle").is_none(),
+        "{vwc:#}"
+    );
+    assert_eq!(vwc["webhooks"][0]["failurePolicy"], "Ignore");
+    let args = container_args(&find(&cert_manager, "Deployment"), &[]);
+    assert!(
+        args.iter().any(|a| a == "--webhook-addr=0.0.0.0:10443"),
+        "{args:?}"
+    );
+    let named = render(&[
+        "--set=webhook.certManager.enabled=true",
+        "--set=webhook.certManager.issuerRef.name=corp-ca",
+        "--set=webhook.certManager.issuerRef.kind=ClusterIssuer",
+    ])
+    .await;
+    assert!(
+        !named.iter().any(|o| o["kind"] == "Issuer"),
+        "an issuer was named"
+    );
+    assert_eq!(
+        find(&named, "Certificate")["spec"]["issuerRef"],
+        json!({"name": "corp-ca", "kind": "ClusterIssuer"})
+    );
+}
+
+/// The DNS names of release `release`'s webhook Service in `namespace`, as in its certificate.
+fn webhook_dns_names(release: &str, namespace: &str) -> Vec<String> {
+    let svc = format!("{release}-lro-operator-webhook");
+    vec![
+        svc.clone(),
+        format!("{svc}.{namespace}"),
+        format!("{svc}.{namespace}.svc"),
+        format!("{svc}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// The webhook of a render (`objects`) of release `release` in `namespace` with a Helm-generated
+/// certificate: the Secret, its mount, the Service and the ValidatingWebhookConfiguration, whose
+/// caBundle verifies the serving certificate.
+async fn check_webhook(objects: &[Value], release: &str, namespace: &str, port: u16) {
+    let fullname = format!("{release}-lro-operator");
+    let deployment = find(objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let ports = container["ports"].as_array().cloned().unwrap_or_default();
+    assert!(
+        ports.contains(&json!({"name": "webhook", "containerPort": port, "protocol": "TCP"})),
+        "{ports:?}"
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "webhook-tls", "mountPath": "/tls", "readOnly": true}])
+    );
+    let secret = find(objects, "Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["namespace"], namespace);
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "webhook-tls", "secret": {"secretName": secret["metadata"]["name"]}}])
+    );
+
+    // A Service port 443 to every replica's `webhook` port.
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == format!("{fullname}-webhook"))
+        .unwrap_or_else(|| panic!("no Service {fullname}-webhook"));
+    assert_eq!(
+        service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"],
+        "the webhook Service selects all replicas"
+    );
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "https-webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}])
+    );
+
+    let vwc = find(objects, "ValidatingWebhookConfiguration");
+    assert_eq!(vwc["metadata"]["name"], fullname.as_str());
+    let webhooks = vwc["webhooks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(webhooks.len(), 1, "{vwc:#}");
+    let webhook = &webhooks[0];
+    assert_eq!(webhook["name"], "providers.lro.dev");
+    assert_eq!(
+        webhook["clientConfig"]["service"],
+        json!({"name": service["metadata"]["name"], "namespace": namespace,
+               "path": "/validate", "port": 443})
+    );
+    assert_eq!(
+        webhook["rules"],
+        json!([{"apiGroups": ["lro.dev"], "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["operationproviders", "clusteroperationproviders"], "scope": "*"}])
+    );
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(webhook["timeoutSeconds"], 5);
+    let ca_bundle = webhook["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!ca_bundle.is_empty(), "no caBundle: {vwc:#}");
+    assert_eq!(
+        secret["data"]["ca.crt"], ca_bundle,
+        "the Secret's ca.crt is the caBundle"
+    );
+    // The name the apiserver dials (`<service>.<namespace>.svc`) is in the certificate.
+    let host = format!("{fullname}-webhook.{namespace}.svc");
+    let sans = verify_serving_cert(ca_bundle, &secret["data"], &host).await;
+    assert_eq!(sans, webhook_dns_names(release, namespace));
 }
 
 // ---------------------------------------------------------------------------------- on the cluster
@@ -291,6 +468,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "service/",
         "deployment.apps/",
         "poddisruptionbudget.policy/",
+        "secret/",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/",
     ] {
         assert!(out.stdout.contains(kind), "{kind} not applied: {out}");
     }
@@ -385,10 +564,23 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         .await
         .assert_ok();
 
-    // Install (no --wait: a bare apiserver never runs the pods).
+    // Install (no --wait: a bare apiserver never runs the pods), WITHOUT the admission webhook.
+    // Its ValidatingWebhookConfiguration is cluster-wide and points at a Service this apiserver
+    // cannot reach (no kube-proxy, no pods): with failurePolicy Fail it would refuse every
+    // OperationProvider create or update in the whole shared cluster, this test's and every
+    // parallel test's. The webhook objects are checked rendered (`rendered_objects_follow_the_values`),
+    // dry-run on the server, and installed by the upgrade below in a form that never intercepts.
     let watch = format!("--set=operator.watchNamespace={ns}");
     admin
-        .helm(&["install", &release, CHART, "-n", &sys, &watch])
+        .helm(&[
+            "install",
+            &release,
+            CHART,
+            "-n",
+            &sys,
+            &watch,
+            "--set=webhook.enabled=false",
+        ])
         .await
         .assert_ok();
     let selector = format!("app.kubernetes.io/instance={release}");
@@ -769,18 +961,78 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         )
         .await
         .assert_ok();
-    admin
-        .helm(&[
-            "upgrade",
-            &release,
-            CHART,
-            "-n",
-            &sys,
-            &watch,
-            "--set=replicaCount=3",
-        ])
-        .await
-        .assert_ok();
+    // The upgrades turn the webhook on, so that Helm's `lookup` of its certificate Secret is
+    // exercised against the cluster. Safe for the shared cluster: the objectSelector matches a
+    // label no object has, so the apiserver never calls it (and Ignore, should one have it).
+    let webhook_selector =
+        format!("--set=webhook.objectSelector.matchLabels.lro-chart-test-never-set={ns}");
+    let upgrade = [
+        "upgrade",
+        &release,
+        CHART,
+        "-n",
+        &sys,
+        &watch,
+        "--set=replicaCount=3",
+        "--set=webhook.enabled=true",
+        "--set=webhook.failurePolicy=Ignore",
+        &webhook_selector,
+    ];
+    let webhook_name = format!("{release}-lro-operator");
+    let tls_secret = format!("{release}-lro-operator-webhook-tls");
+    let ca_bundle = || async {
+        let vwc = admin
+            .kubectl(
+                &[
+                    "get",
+                    "validatingwebhookconfiguration",
+                    &webhook_name,
+                    "-o",
+                    "json",
+                ],
+                None,
+            )
+            .await
+            .assert_ok();
+        let vwc: Value = serde_json::from_str(&vwc.stdout)
+            .unwrap_or_else(|e| panic!("the webhook configuration is not JSON: {e}"));
+        assert_eq!(
+            vwc["webhooks"][0]["objectSelector"]["matchLabels"]["lro-chart-test-never-set"],
+            ns.as_str(),
+            "the test's webhook must never intercept: {vwc:#}"
+        );
+        let secret = admin
+            .kubectl(
+                &["get", "secret", &tls_secret, "-n", &sys, "-o", "json"],
+                None,
+            )
+            .await
+            .assert_ok();
+        let secret: Value = serde_json::from_str(&secret.stdout)
+            .unwrap_or_else(|e| panic!("the webhook Secret is not JSON: {e}"));
+        let bundle = vwc["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (bundle, secret["data"].clone())
+    };
+    admin.helm(&upgrade).await.assert_ok();
+    let (first_bundle, first_data) = ca_bundle().await;
+    assert!(!first_bundle.is_empty(), "no caBundle after the upgrade");
+    let host = format!("{release}-lro-operator-webhook.{sys}.svc");
+    verify_serving_cert(&first_bundle, &first_data, &host).await;
+    // Upgrading again re-renders the templates: the Secret is looked up and reused, so the
+    // caBundle (and the serving certificate the pods mount) stay the same.
+    admin.helm(&upgrade).await.assert_ok();
+    let (second_bundle, second_data) = ca_bundle().await;
+    assert_eq!(
+        second_bundle, first_bundle,
+        "the upgrade changed the caBundle"
+    );
+    assert_eq!(
+        second_data, first_data,
+        "the upgrade changed the serving certificate"
+    );
     let replicas = admin
         .kubectl(
             &[
@@ -812,7 +1064,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         .kubectl(
             &[
                 "get",
-                "clusterrole,clusterrolebinding",
+                "clusterrole,clusterrolebinding,validatingwebhookconfiguration",
                 "-l",
                 &selector,
                 "-o",

@@ -15,8 +15,8 @@ pub use auth::{
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
     HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
-    OnDelete, OperationError, OperationHandle, OperationRef, Phase, PollingSpec, ProviderKind,
-    ProviderRef, StartRequest,
+    OnDelete, OperationError, OperationHandle, OperationRef, OutputTarget, Outputs, Phase,
+    PollingSpec, ProviderKind, ProviderRef, RenderedStart, StartRequest,
 };
 pub use provider::{
     ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, HttpOptions,

@@ -66,6 +66,55 @@ pub struct LongRunningOperationSpec {
     /// before the object goes away (a finalizer), unless the protocol cannot cancel.
     #[serde(default, skip_serializing_if = "OnDelete::is_orphan")]
     pub on_delete: OnDelete,
+    /// Names of other `LongRunningOperation`s in the same namespace that must be `Succeeded`
+    /// before this one starts. If one fails, is cancelled or is blocked, this one is `Blocked`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Parts of the result to publish, once the operation has succeeded, into a ConfigMap and/or
+    /// a Secret owned by this operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
+}
+
+/// Where the parts of a succeeded operation's result are published.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outputs {
+    /// A ConfigMap (same namespace) written with these keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<OutputTarget>,
+    /// A Secret (same namespace) written with these keys; its values never appear in the
+    /// operation's status, events or logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<OutputTarget>,
+}
+
+/// One ConfigMap or Secret written from the result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputTarget {
+    /// The object's name.
+    #[x_kube(validation = kube::core::Rule::new("self != ''").message("outputs name must not be empty"))]
+    pub name: String,
+    /// Each key, with a CEL expression over `result` (the operation's result) and `status` giving
+    /// its value; a string is written as is, anything else as JSON.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// The start request after templating: what was sent (or will be resent) upstream.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedStart {
+    /// The rendered `start.path`.
+    pub path: String,
+    /// The rendered `start.query`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// The rendered `start.body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::any_json")]
+    pub body: Option<serde_json::Value>,
 }
 
 /// What deleting a `LongRunningOperation` does to its upstream operation.
@@ -339,6 +388,10 @@ pub struct LongRunningOperationStatus {
     /// The last time the upstream said something new; the poll schedule is derived from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change_at: Option<MicroTime>,
+    /// The start request as rendered from `spec.start`'s `${…}` templates (path, query, body),
+    /// evaluated once before the start; absent when `spec.start` holds no templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_start: Option<RenderedStart>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -5,10 +5,12 @@ mod act;
 pub mod credentials;
 mod finalizer;
 pub mod leader;
+pub mod outputs;
 mod provider;
 mod providers;
 mod reconcile;
 mod status;
+pub mod workflow;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -235,6 +237,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     // (the initial list is in the cache) makes a running operator ready. (Waiting on the store's
     // `wait_until_ready()` instead would race the controller's own wait for the one waker slot.)
     let (reader, writer) = reflector::store();
+    let dependents_of = reader.clone();
     let synced = Arc::clone(&health);
     let trigger = reflector(
         writer,
@@ -246,7 +249,20 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
             tracing::info!("caches synced");
         }
     })
-    .applied_objects();
+    .applied_objects()
+    // An operation that changes wakes the operations waiting on it (the store already holds the
+    // change: the reflector applies an event before passing it on).
+    .flat_map(move |changed| {
+        let mut woken = Vec::new();
+        if let Ok(op) = &changed {
+            woken = workflow::dependents(&dependents_of, op)
+                .into_iter()
+                .map(Ok)
+                .collect();
+        }
+        woken.insert(0, changed);
+        futures::stream::iter(woken)
+    });
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let store2 = controller.store();

@@ -194,7 +194,7 @@ async fn evaluate(
             tracing::info!(
                 provider = %provider.label(),
                 reason = not_ready.reason,
-                message = %not_ready.message,
+                detail = %not_ready.message,
                 "provider not ready"
             );
             (false, not_ready.reason, not_ready.message)

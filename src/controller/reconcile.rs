@@ -8,7 +8,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, field};
 
 use super::Remembered;
-use super::{Context, ReconcileError, act, finalizer, provider, status};
+use super::{Context, ReconcileError, act, finalizer, outputs, provider, status, workflow};
 use crate::api::{
     LongRunningOperation, LongRunningOperationStatus, Phase, PollingSpec, ProviderKind,
 };
@@ -81,6 +81,10 @@ async fn reconcile_inner(
         forget(&ctx, &uid);
         return Ok(Requeue::await_change());
     }
+    if !deleting && outputs::pending(&op, &current) {
+        publish_outputs(&ctx, &api, &op, &mut current, None).await?;
+        remember_status(&ctx, &uid, &current);
+    }
     if current.phase.is_some_and(|p| p.is_terminal())
         && (deleting || current.observed_generation == op.metadata.generation)
     {
@@ -152,8 +156,27 @@ async fn reconcile_inner(
         })
         .unwrap_or_default();
 
+    // Dependencies and templates matter only before the start.
+    let prerequisites = if matches!(current.phase, None | Some(Phase::Pending)) {
+        match workflow::observe(&api, &op).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the dependencies");
+                return Ok(Requeue::requeue(Duration::from_secs(5)));
+            }
+        }
+    } else {
+        crate::reconcile::Prerequisites::default()
+    };
+
     for _ in 0..MAX_ROUNDS {
         let now = jiff::Timestamp::now();
+        // The full result, before the status caps it: outputs are written from it.
+        let observed_result = match &event {
+            Event::Polled(o) => o.result.clone(),
+            Event::Started(s) => s.observation.result.clone(),
+            _ => None,
+        };
         let mut decision = decide(&Input {
             spec: &op.spec,
             status: &current,
@@ -164,6 +187,7 @@ async fn reconcile_inner(
             memory: &memory,
             event: &event,
             deleting,
+            prerequisites: &prerequisites,
             now,
         });
         // Write before acting: the start intent and the handle are persisted first.
@@ -201,6 +225,12 @@ async fn reconcile_inner(
                 let Some(start) = &op.spec.start else {
                     return Ok(Requeue::await_change());
                 };
+                // A templated start sends what was rendered (and recorded) before it.
+                let rendered = current
+                    .rendered_start
+                    .as_ref()
+                    .map(|r| crate::reconcile::template::apply(start, r));
+                let start = rendered.as_ref().unwrap_or(start);
                 debug!(request_id, "sending the start request");
                 act::start(
                     &client.upstream,
@@ -261,6 +291,10 @@ async fn reconcile_inner(
                     forget(&ctx, &uid);
                     return Ok(Requeue::await_change());
                 }
+                if !deleting && outputs::pending(&op, &current) {
+                    publish_outputs(&ctx, &api, &op, &mut current, observed_result.as_ref())
+                        .await?;
+                }
                 if current.phase.is_some_and(|p| p.is_terminal()) {
                     forget(&ctx, &uid);
                 } else {
@@ -279,6 +313,36 @@ async fn reconcile_inner(
     }
     remember(&ctx, &uid, memory, current, poll_due);
     Ok(Requeue::requeue(Duration::from_secs(1)))
+}
+
+/// Writes `spec.outputs` and the `OutputsPublished` condition.
+async fn publish_outputs(
+    ctx: &Context,
+    api: &Api<LongRunningOperation>,
+    op: &LongRunningOperation,
+    current: &mut LongRunningOperationStatus,
+    result: Option<&serde_json::Value>,
+) -> Result<(), ReconcileError> {
+    let mut next = current.clone();
+    outputs::publish(&ctx.client, op, &mut next, result)
+        .await
+        .map_err(ReconcileError::Status)?;
+    if next != *current {
+        status::write(api, &op.name_any(), &next)
+            .await
+            .map_err(ReconcileError::Status)?;
+        ctx.metrics.status_written();
+        *current = next;
+    }
+    Ok(())
+}
+
+/// Keeps `status` as the last written one, with the memory as it was.
+fn remember_status(ctx: &Context, uid: &str, status: &LongRunningOperationStatus) {
+    let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = map.get_mut(uid) {
+        r.status = status.clone();
+    }
 }
 
 /// What to do with a failed reconcile: retry soon, with the error logged.

@@ -10,7 +10,7 @@ use super::schedule::{Schedule, seed_of};
 use super::{micro_time, time};
 use crate::api::{
     LongRunningOperationSpec, LongRunningOperationStatus, OperationError, OperationHandle, Phase,
-    format_duration,
+    RenderedStart, format_duration,
 };
 use crate::protocol::{Observation, Started, UpstreamState};
 
@@ -44,6 +44,23 @@ impl Default for Policy {
             not_found_grace: NOT_FOUND_GRACE,
         }
     }
+}
+
+/// How soon a `Pending` operation waiting on its dependencies looks again, should no watch
+/// event wake it first.
+pub const DEPENDENCY_RECHECK: Duration = Duration::from_secs(60);
+
+/// What the controller observed before the start: the dependencies, and the rendered templates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prerequisites {
+    /// The phase of each dependency that exists (`None`: it has no phase yet); a name of
+    /// `spec.dependsOn` missing here does not exist.
+    pub dependencies: std::collections::BTreeMap<String, Option<Phase>>,
+    /// A dependency cycle this operation is in, as the names along it (starting and ending here).
+    pub cycle: Option<Vec<String>>,
+    /// `spec.start` rendered (only when it holds templates and every dependency succeeded):
+    /// the request, or why an expression failed.
+    pub rendered: Option<Result<RenderedStart, String>>,
 }
 
 /// What the protocol can do.
@@ -110,6 +127,8 @@ pub struct Input<'a> {
     pub event: &'a Event,
     /// The object is being deleted and `spec.onDelete` is `Cancel`: cancel as if `spec.cancel`.
     pub deleting: bool,
+    /// Dependencies and templates, as observed by the controller.
+    pub prerequisites: &'a Prerequisites,
     /// The current time.
     pub now: Timestamp,
 }
@@ -191,6 +210,11 @@ impl Decider<'_> {
             conditions::observe_generation(&mut self.status, self.input.generation);
             return Action::Wait(None);
         }
+        if matches!(phase, None | Some(Phase::Pending))
+            && let Some(action) = self.gate()
+        {
+            return action;
+        }
         match (phase, self.input.event) {
             (_, Event::ProviderUnavailable(why)) => {
                 // The deadline holds even while the provider cannot be used.
@@ -210,8 +234,56 @@ impl Decider<'_> {
         }
     }
 
+    /// Before anything starts: a cycle or a failed dependency blocks, an unfinished or missing
+    /// one keeps the operation `Pending`. `None`: every dependency succeeded.
+    fn gate(&mut self) -> Option<Action> {
+        let pre = self.input.prerequisites;
+        if let Some(cycle) = &pre.cycle {
+            let message = format!(
+                "dependency cycle: {}; nothing in it starts",
+                cycle.join(" -> ")
+            );
+            return Some(self.finish(Phase::Blocked, "DependencyCycle", message));
+        }
+        let mut waiting = Vec::new();
+        for name in &self.input.spec.depends_on {
+            match pre.dependencies.get(name) {
+                None => waiting.push(format!("{name} (not found)")),
+                Some(Some(Phase::Succeeded)) => {}
+                Some(Some(p @ (Phase::Failed | Phase::Cancelled | Phase::Blocked))) => {
+                    let message = format!(
+                        "dependency {name} is {}; this operation will not start",
+                        p.as_str()
+                    );
+                    return Some(self.finish(Phase::Blocked, "DependencyFailed", message));
+                }
+                Some(p) => {
+                    waiting.push(format!("{name} ({})", p.unwrap_or(Phase::Pending).as_str()))
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return None;
+        }
+        let message = format!("waiting for dependencies: {}", waiting.join(", "));
+        self.status.phase = Some(Phase::Pending);
+        self.status.message = Some(message.clone());
+        self.conditions("WaitingForDependencies", &message);
+        Some(Action::Wait(Some(DEPENDENCY_RECHECK)))
+    }
+
     /// A new object: record the start intent, or adopt the given operation.
     fn begin(&mut self) -> Action {
+        if self.input.spec.start.is_some() {
+            match &self.input.prerequisites.rendered {
+                Some(Err(why)) => {
+                    let message = format!("template error, nothing started: {why}");
+                    return self.finish(Phase::Failed, "TemplateError", message);
+                }
+                Some(Ok(rendered)) => self.status.rendered_start = Some(rendered.clone()),
+                None => {}
+            }
+        }
         let now = self.input.now;
         self.status.started_at = Some(micro_time(now));
         self.status.last_change_at = Some(micro_time(now));

@@ -9,9 +9,11 @@ mod decide;
 mod limits;
 mod memory;
 pub mod schedule;
+pub mod template;
 
 pub use decide::{
-    Action, Caps, Decision, Event, Input, Notice, PROGRESS_MILESTONES, Policy, PollFailure, decide,
+    Action, Caps, DEPENDENCY_RECHECK, Decision, Event, Input, Notice, PROGRESS_MILESTONES, Policy,
+    PollFailure, Prerequisites, decide,
 };
 pub use limits::{DEFAULT_MAX_STATUS_RESULT, RESULT_TRUNCATED, cap_result};
 pub use memory::Memory;

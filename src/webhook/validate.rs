@@ -13,7 +13,11 @@ use crate::api::HttpOptions;
 use crate::protocol::check_http;
 
 /// The kinds the webhook checks.
-pub const KINDS: &[&str] = &["OperationProvider", "ClusterOperationProvider"];
+pub const KINDS: &[&str] = &[
+    "OperationProvider",
+    "ClusterOperationProvider",
+    "LongRunningOperation",
+];
 
 /// Answers an `AdmissionReview`: allowed, or denied with every problem found (`; `-separated).
 pub fn review(review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
@@ -47,8 +51,27 @@ pub fn review(review: AdmissionReview<DynamicObject>) -> AdmissionReview<Dynamic
 pub fn problems(kind: &str, object: &Value) -> Vec<String> {
     match kind {
         "OperationProvider" | "ClusterOperationProvider" => provider_problems(object),
+        "LongRunningOperation" => operation_problems(object),
         _ => Vec::new(),
     }
+}
+
+/// An operation's `${…}` templates in `spec.start` and its `spec.outputs` expressions must compile.
+fn operation_problems(object: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(start) = object.pointer("/spec/start").filter(|s| !s.is_null()) {
+        match serde_json::from_value::<crate::api::StartRequest>(start.clone()) {
+            Ok(start) => found.extend(crate::reconcile::template::check(&start)),
+            Err(e) => found.push(format!("spec.start: {e}")),
+        }
+    }
+    if let Some(outputs) = object.pointer("/spec/outputs").filter(|o| !o.is_null()) {
+        match serde_json::from_value::<crate::api::Outputs>(outputs.clone()) {
+            Ok(outputs) => found.extend(crate::controller::outputs::check(&outputs)),
+            Err(e) => found.push(format!("spec.outputs: {e}")),
+        }
+    }
+    found
 }
 
 /// A provider's `spec.http` expressions must compile.
@@ -206,5 +229,40 @@ mod tests {
             let http = json!({"operationFrom": from, "succeeded": succeeded, "failed": failed});
             let _ = problems("OperationProvider", &provider(http));
         }
+    }
+
+    #[test]
+    fn operations_with_templates_or_outputs_that_do_not_compile_are_denied() {
+        let lro = |start: Value, outputs: Value| {
+            json!({
+                "apiVersion": "lro.dev/v1alpha1",
+                "kind": "LongRunningOperation",
+                "spec": {"providerRef": {"name": "p"}, "start": start, "outputs": outputs},
+            })
+        };
+        let good = lro(
+            json!({"path": "clusters/${self.metadata.name}", "body": {"net": "${deps.network.resourceId}"}}),
+            json!({"configMap": {"name": "c", "data": {"url": "result.cluster.dataplane_api.url"}}}),
+        );
+        assert!(problems("LongRunningOperation", &good).is_empty());
+        let bad = lro(
+            json!({"path": "clusters", "query": {"q": "${deps.(}"}, "body": {"net": "${nope.id}", "x": "${unterminated"}}),
+            json!({"secret": {"name": "s", "data": {"token": "result.("}}}),
+        );
+        let found = problems("LongRunningOperation", &bad);
+        assert_eq!(found.len(), 4, "{found:?}");
+        for field in [
+            "start.query.q",
+            "start.body.net",
+            "start.body.x",
+            "spec.outputs.secret.data.token",
+        ] {
+            assert!(
+                found.iter().any(|p| p.contains(field)),
+                "{field}: {found:?}"
+            );
+        }
+        let denied = answer(admission("LongRunningOperation", "CREATE", bad));
+        assert_eq!(denied["response"]["allowed"], json!(false), "{denied}");
     }
 }

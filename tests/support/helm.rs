@@ -224,3 +224,65 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
+
+/// Checks a webhook's serving certificate with `openssl`: `secret_data` (a `kubernetes.io/tls`
+/// Secret's `data`, base64) holds a `tls.crt` that `ca_bundle` (base64 PEM, as in a webhook's
+/// `clientConfig.caBundle`) verifies for a TLS server named `hostname`, and the matching
+/// `tls.key`. Returns the certificate's DNS subject alternative names, in order.
+pub async fn verify_serving_cert(
+    ca_bundle: &str,
+    secret_data: &Value,
+    hostname: &str,
+) -> Vec<String> {
+    use base64::Engine as _;
+    let dir = tempfile::Builder::new()
+        .prefix("lro-chart-tls-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+    let write = |name: &str, b64: &str| {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap_or_else(|e| panic!("{name} is not base64: {e}"));
+        let pem = String::from_utf8(pem).unwrap_or_else(|e| panic!("{name} is not PEM: {e}"));
+        assert!(pem.contains("-----BEGIN "), "{name} is not PEM: {pem}");
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
+        path.to_string_lossy().into_owned()
+    };
+    let field = |key: &str| {
+        secret_data[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in the Secret: {secret_data:#}"))
+    };
+    let ca = write("ca.pem", ca_bundle);
+    let crt = write("tls.crt", field("tls.crt"));
+    let key = write("tls.key", field("tls.key"));
+    let openssl = |args: &[&str]| {
+        let mut command = Command::new("openssl");
+        command.args(args);
+        async move { run(&mut command, None).await.assert_ok().stdout }
+    };
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca,
+        "-purpose",
+        "sslserver",
+        "-verify_hostname",
+        hostname,
+        &crt,
+    ])
+    .await;
+    assert!(
+        verified.trim_end().ends_with(": OK"),
+        "openssl verify: {verified}"
+    );
+    let cert_key = openssl(&["x509", "-in", &crt, "-noout", "-pubkey"]).await;
+    let key_key = openssl(&["pkey", "-in", &key, "-pubout"]).await;
+    assert_eq!(cert_key, key_key, "tls.key is not the key of tls.crt");
+    let sans = openssl(&["x509", "-in", &crt, "-noout", "-ext", "subjectAltName"]).await;
+    sans.split([',', '\n'])
+        .filter_map(|s| s.trim().strip_prefix("DNS:"))
+        .map(str::to_owned)
+        .collect()
+}

@@ -49,3 +49,28 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The webhook's Service (also the DNS name in its serving certificate). */}}
+{{- define "lro-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "lro-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The kubernetes.io/tls Secret holding the webhook's serving certificate (and ca.crt). */}}
+{{- define "lro-operator.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "lro-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The cert-manager Certificate (and self-signed Issuer) of the webhook. */}}
+{{- define "lro-operator.webhookCertificateName" -}}
+{{- printf "%s-webhook" (include "lro-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The DNS names the webhook's serving certificate is valid for, as a list. */}}
+{{- define "lro-operator.webhookDNSNames" -}}
+{{- $svc := include "lro-operator.webhookServiceName" . }}
+{{- $ns := .Release.Namespace -}}
+- {{ $svc }}
+- {{ $svc }}.{{ $ns }}
+- {{ $svc }}.{{ $ns }}.svc
+- {{ $svc }}.{{ $ns }}.svc.cluster.local
+{{- end }}

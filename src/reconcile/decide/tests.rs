@@ -61,6 +61,8 @@ fn spec(start: bool) -> LongRunningOperationSpec {
         polling: None,
         cancel: false,
         on_delete: Default::default(),
+        depends_on: Vec::new(),
+        outputs: None,
     }
 }
 
@@ -135,6 +137,7 @@ struct World {
     policy: Policy,
     caps: Caps,
     memory: Memory,
+    pre: Prerequisites,
     now: Timestamp,
 }
 
@@ -155,8 +158,21 @@ impl World {
                 can_cancel: true,
             },
             memory: Memory::new(t(0.0)),
+            pre: Prerequisites::default(),
             now: t(0.0),
         }
+    }
+
+    /// Depends on `names`.
+    fn depends_on(mut self, names: &[&str]) -> World {
+        self.spec.depends_on = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// The dependency `name` observed in `phase`.
+    fn dep(mut self, name: &str, phase: Option<Phase>) -> World {
+        self.pre.dependencies.insert(name.into(), phase);
+        self
     }
 
     /// Starting since `T`: the intent (request id = uid) is recorded, the request is in flight.
@@ -235,6 +251,7 @@ impl World {
             memory: &self.memory,
             event,
             deleting: false,
+            prerequisites: &self.pre,
             now: self.now,
         })
     }
@@ -2076,4 +2093,193 @@ fn each_progress_milestone_is_announced_once_over_a_whole_life() {
     let w = w.restart().at(500.0);
     let d = w.decide(&Event::Polled(obs(UpstreamState::Running, Some(99))));
     assert!(progress_notices(&d).is_empty());
+}
+
+#[test]
+fn dependencies() {
+    run(vec![
+        Row {
+            name: "deps not all Succeeded: Pending, waiting, nothing started",
+            given: World::new(true)
+                .depends_on(&["network", "dns"])
+                .dep("network", Some(Phase::Running))
+                .dep("dns", Some(Phase::Succeeded)),
+            event: Event::Reconcile,
+            phase: Phase::Pending,
+            action: Want::Is(Action::Wait(Some(DEPENDENCY_RECHECK))),
+            reason: "WaitingForDependencies",
+            check: |_, d| {
+                assert_eq!(d.status.operation, None, "nothing started");
+                let m = d.status.message.as_deref().unwrap();
+                assert!(m.contains("network (Running)"), "{m}");
+                assert!(!m.contains("dns"), "{m}");
+            },
+        },
+        Row {
+            name: "a missing dependency: Pending with a message",
+            given: World::new(true).depends_on(&["network"]),
+            event: Event::Reconcile,
+            phase: Phase::Pending,
+            action: Want::Is(Action::Wait(Some(DEPENDENCY_RECHECK))),
+            reason: "WaitingForDependencies",
+            check: |_, d| {
+                let m = d.status.message.as_deref().unwrap();
+                assert!(m.contains("network (not found)"), "{m}");
+            },
+        },
+        Row {
+            name: "Pending, deps now Succeeded: Starting",
+            given: World::new(true)
+                .depends_on(&["network"])
+                .dep("network", Some(Phase::Running))
+                .then(&Event::Reconcile)
+                .dep("network", Some(Phase::Succeeded))
+                .at(5.0),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Start {
+                request_id: UID.into(),
+            }),
+            reason: "Starting",
+            check: |_, d| {
+                assert_eq!(d.status.started_at.as_ref().unwrap().0, t(5.0));
+                assert_eq!(
+                    d.status.rendered_start, None,
+                    "no templates, nothing rendered"
+                );
+            },
+        },
+        Row {
+            name: "Pending (adopt), deps Succeeded: Running",
+            given: World::new(false)
+                .depends_on(&["network"])
+                .dep("network", Some(Phase::Succeeded)),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::Is(Action::Poll),
+            reason: "Polling",
+            check: nothing,
+        },
+        Row {
+            name: "a dependency Failed: Blocked, naming it",
+            given: World::new(true)
+                .depends_on(&["network"])
+                .dep("network", Some(Phase::Running))
+                .then(&Event::Reconcile)
+                .dep("network", Some(Phase::Failed)),
+            event: Event::Reconcile,
+            phase: Phase::Blocked,
+            action: Want::Is(Action::Wait(None)),
+            reason: "DependencyFailed",
+            check: |_, d| {
+                let m = &cond(&d.status, condition::STALLED).message;
+                assert!(m.contains("network is Failed"), "{m}");
+                assert_eq!(d.status.operation, None, "nothing started");
+            },
+        },
+        Row {
+            name: "a dependency Blocked or Cancelled: Blocked",
+            given: World::new(true)
+                .depends_on(&["a", "b"])
+                .dep("a", Some(Phase::Cancelled))
+                .dep("b", Some(Phase::Blocked)),
+            event: Event::Reconcile,
+            phase: Phase::Blocked,
+            action: Want::Is(Action::Wait(None)),
+            reason: "DependencyFailed",
+            check: |_, d| {
+                assert!(
+                    d.status
+                        .message
+                        .as_deref()
+                        .unwrap()
+                        .contains("a is Cancelled")
+                )
+            },
+        },
+        Row {
+            name: "a dependency Failed while the provider is unavailable: Blocked",
+            given: World::new(true)
+                .depends_on(&["network"])
+                .dep("network", Some(Phase::Failed)),
+            event: Event::ProviderUnavailable("gone".into()),
+            phase: Phase::Blocked,
+            action: Want::Is(Action::Wait(None)),
+            reason: "DependencyFailed",
+            check: nothing,
+        },
+        Row {
+            name: "in a cycle: Blocked, DependencyCycle, nothing started",
+            given: {
+                let mut w = World::new(true)
+                    .depends_on(&["b"])
+                    .dep("b", Some(Phase::Pending));
+                w.pre.cycle = Some(vec!["a".into(), "b".into(), "a".into()]);
+                w
+            },
+            event: Event::Reconcile,
+            phase: Phase::Blocked,
+            action: Want::Is(Action::Wait(None)),
+            reason: "DependencyCycle",
+            check: |_, d| {
+                let m = d.status.message.as_deref().unwrap();
+                assert!(m.contains("a -> b -> a"), "{m}");
+                assert_eq!(d.status.operation, None);
+            },
+        },
+        Row {
+            name: "a Running operation ignores its dependencies",
+            given: World::running()
+                .depends_on(&["network"])
+                .dep("network", Some(Phase::Failed))
+                .at(1.0),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            name: "templates rendered: recorded in status, then Starting",
+            given: {
+                let mut w = World::new(true)
+                    .depends_on(&["network"])
+                    .dep("network", Some(Phase::Succeeded));
+                w.pre.rendered = Some(Ok(crate::api::RenderedStart {
+                    path: "clusters".into(),
+                    query: Default::default(),
+                    body: Some(json!({"network_id": "net-1"})),
+                }));
+                w
+            },
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Start {
+                request_id: UID.into(),
+            }),
+            reason: "Starting",
+            check: |_, d| {
+                let r = d.status.rendered_start.as_ref().unwrap();
+                assert_eq!(r.body, Some(json!({"network_id": "net-1"})));
+            },
+        },
+        Row {
+            name: "a template fails at run time: Failed, TemplateError, nothing started",
+            given: {
+                let mut w = World::new(true);
+                w.pre.rendered =
+                    Some(Err("start.body.id: ${deps.x.id} failed: no such key".into()));
+                w
+            },
+            event: Event::Reconcile,
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "TemplateError",
+            check: |_, d| {
+                let m = &cond(&d.status, condition::STALLED).message;
+                assert!(m.contains("${deps.x.id}"), "{m}");
+                assert_eq!(d.status.operation, None, "nothing started");
+            },
+        },
+    ]);
 }
