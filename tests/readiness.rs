@@ -491,7 +491,6 @@ async fn helm_install_wait_follows_the_operation() {
 /// 1.36: the object then reads `InProgress`, "generation is 1, but latest observed generation
 /// is -1", until the operator writes its first status).
 #[tokio::test]
-#[ignore = "known gap: kstatus sees an operation without status as Current (needs a CRD status default)"]
 async fn helm_wait_does_not_pass_an_operation_the_operator_has_not_seen() {
     let mut env = TestEnv::new("helm-unseen").await;
     env.kill_operator().await;

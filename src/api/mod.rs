@@ -42,10 +42,32 @@ pub fn crds()
 {
     use kube::CustomResourceExt;
     vec![
-        LongRunningOperation::crd(),
+        unobserved_until_reconciled(LongRunningOperation::crd()),
         OperationProvider::crd(),
         ClusterOperationProvider::crd(),
     ]
+}
+
+/// Defaults `status.observedGeneration` to -1, so a new operation reads as not yet observed.
+///
+/// Without it, an object the operator has not written yet has neither conditions nor
+/// `observedGeneration`, and kstatus (Helm 4 `--wait`, Flux) calls it `Current` at once.
+fn unobserved_until_reconciled(
+    mut crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|props| props.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": -1})));
+        }
+    }
+    crd
 }
 
 /// Every CRD as one multi-document YAML stream, exactly as committed in `crds/`.
