@@ -484,12 +484,9 @@ async fn helm_install_wait_follows_the_operation() {
     );
 }
 
-/// KNOWN GAP (fails today; run with `--ignored`): an operation the operator has not written a
-/// status to yet has no `status.observedGeneration` and no conditions, so kstatus counts it as
-/// `Current`, and `helm install --wait` (and a Flux `wait: true`) pass at once. Fix in the CRD:
-/// a schema default `status: {observedGeneration: -1}` (checked by hand on a kube-apiserver
-/// 1.36: the object then reads `InProgress`, "generation is 1, but latest observed generation
-/// is -1", until the operator writes its first status).
+/// An operation the operator has not written a status to yet must not look ready: the CRD
+/// defaults `status.observedGeneration` to -1, so kstatus says `InProgress` ("generation is 1,
+/// but latest observed generation is -1") and `helm install --wait` waits for the operator.
 #[tokio::test]
 async fn helm_wait_does_not_pass_an_operation_the_operator_has_not_seen() {
     let mut env = TestEnv::new("helm-unseen").await;
