@@ -198,6 +198,17 @@ async fn reconcile_inner(
             op.metadata.generation,
             now,
         );
+        // Outputs are written before `Succeeded` is: whoever waits on Ready finds them.
+        if !deleting && outputs::pending(&op, &decision.status) {
+            outputs::publish(
+                &ctx.client,
+                &op,
+                &mut decision.status,
+                observed_result.as_ref(),
+            )
+            .await
+            .map_err(ReconcileError::Status)?;
+        }
         if decision.status != current {
             status::write(&api, &name, &decision.status)
                 .await
