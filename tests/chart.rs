@@ -419,7 +419,7 @@ async fn check_webhook(objects: &[Value], release: &str, namespace: &str, port: 
         webhook["rules"],
         json!([{"apiGroups": ["lro.dev"], "apiVersions": ["v1alpha1"],
                 "operations": ["CREATE", "UPDATE"],
-                "resources": ["operationproviders", "clusteroperationproviders"], "scope": "*"}])
+                "resources": ["operationproviders", "clusteroperationproviders", "longrunningoperations"], "scope": "*"}])
     );
     assert_eq!(webhook["failurePolicy"], "Fail");
     assert_eq!(webhook["sideEffects"], "None");
@@ -895,6 +895,8 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         ("watch", "secrets", &[in_ns]),
         ("get", "secrets", &[in_sys]),
         ("list", "configmaps", &[in_sys]),
+        ("create", "secrets", &[in_ns]),   // spec.outputs
+        ("patch", "configmaps", &[in_ns]), // spec.outputs
         ("create", "leases.coordination.k8s.io", &[in_sys]),
         ("get", lease, &[in_sys]),
         ("update", lease, &[in_sys]),
@@ -905,7 +907,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         ("get", "secrets", &[elsewhere]),
         ("list", "secrets", &[all]),
         ("get", "configmaps", &[elsewhere]),
-        ("create", "secrets", &[in_ns]),
+        ("create", "secrets", &[elsewhere]),
         ("update", "secrets", &[in_sys]),
         ("delete", "configmaps", &[in_ns]),
         ("create", "deployments.apps", &[in_sys]),
