@@ -8,8 +8,7 @@
 //! - **Argo CD**: the health check `docs/argocd-health.lua`, run by a real Lua interpreter (mlua).
 //!
 //! Run with `cargo test --test readiness`; the control plane is the e2e harness's
-//! (`LRO_E2E_KUBECONFIG`, else `hack/control-plane up`). `Blocked` needs `spec.dependsOn`; until
-//! the operator writes it, it is checked only on a status derived from a real `Failed` one.
+//! (`LRO_E2E_KUBECONFIG`, else `hack/control-plane up`).
 
 #[path = "support/helm.rs"]
 #[allow(dead_code)] // tests/chart.rs uses the rest
@@ -222,6 +221,11 @@ async fn kstatus_and_argocd_health_over_real_statuses() {
             start_simulated(json!({"durationSeconds": 1, "outcome": "cancelled"})),
         ),
         ("stop", start_simulated(json!({"durationSeconds": 300}))),
+        ("blocked", {
+            let mut spec = start_simulated(json!({"durationSeconds": 1}));
+            spec["dependsOn"] = json!(["quota"]);
+            spec
+        }),
     ];
     for (name, spec) in &cases {
         env.apply(&lro(name, spec.clone())).await.assert_ok();
@@ -266,6 +270,7 @@ async fn kstatus_and_argocd_health_over_real_statuses() {
     );
     env.wait_phase("gone", Phase::Cancelled, TIMEOUT).await;
     env.wait_phase("stop", Phase::Cancelled, TIMEOUT).await;
+    env.wait_phase("blocked", Phase::Blocked, TIMEOUT).await;
     let not_ready = env
         .kubectl(&["wait", "--for=condition=Ready", "lro/quota", "--timeout=2s"])
         .await;
@@ -281,6 +286,7 @@ async fn kstatus_and_argocd_health_over_real_statuses() {
         ("quota", "Failed", "Degraded"),
         ("slow", "Failed", "Degraded"),
         ("gone", "Failed", "Degraded"),
+        ("blocked", "Failed", "Degraded"),
         // Cancelled on request: neither Reconciling nor Stalled, so kstatus falls back to Ready,
         // which is False: InProgress for good (Flux and Helm 4 wait until their timeout).
         // Argo CD can say what it is.
@@ -306,6 +312,12 @@ async fn kstatus_and_argocd_health_over_real_statuses() {
         "{}",
         pretty(&quota["status"])
     );
+    let blocked = &objects[5];
+    assert_eq!(
+        condition_field(blocked, "Stalled", "reason"),
+        "DependencyFailed"
+    );
+    assert!(condition_field(blocked, "Stalled", "message").contains("quota"));
 
     // The same objects as one List (what `kubectl get -o json` returns), in one kstatus call.
     let list = env.kubectl(&["get", "lro", "-o", "json"]).await.assert_ok();
@@ -322,12 +334,6 @@ async fn kstatus_and_argocd_health_over_real_statuses() {
         .collect();
     want.sort();
     assert_eq!(all, want, "kstatus over the List");
-
-    // Blocked (a failed dependency) needs spec.dependsOn, which the operator does not have yet: the
-    // real Failed status with the phase Blocked stands in for it (Stalled=True, as documented).
-    let mut blocked = quota.clone();
-    blocked["status"]["phase"] = json!("Blocked");
-    assert_readiness("blocked (derived)", &blocked, "Failed", "Degraded").await;
 
     // A spec change the operator has not observed yet (it is stopped): generation is ahead of
     // status.observedGeneration, on a running and on a succeeded operation.
