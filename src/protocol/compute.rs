@@ -45,11 +45,7 @@ impl Dialect for Compute {
     }
 
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
-        let mut request = RequestSpec::from_start(start);
-        if !start.query.contains_key("requestId") {
-            request.query.push(("requestId".into(), request_id.into()));
-        }
-        request
+        RequestSpec::from_start_with_query_key(start, "requestId", request_id)
     }
 
     fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError> {

@@ -159,6 +159,16 @@ impl RequestSpec {
         }
     }
 
+    /// The user's start request with the idempotency key as query parameter `name`, unless the
+    /// user set that parameter themselves (Google's and Compute's `requestId`).
+    pub fn from_start_with_query_key(start: &StartRequest, name: &str, request_id: &str) -> Self {
+        let mut request = RequestSpec::from_start(start);
+        if !start.query.contains_key(name) {
+            request.query.push((name.into(), request_id.into()));
+        }
+        request
+    }
+
     /// A bodiless GET of `path`.
     pub fn get(path: String) -> Self {
         RequestSpec {
