@@ -1,0 +1,749 @@
+//! The scale benchmark (issue 7, first cut): a dedicated control plane, the simulator and the
+//! operator (release build), N adopted operations, and how close the operator comes to the ideal.
+//! Run it through `hack/bench` (see `docs/benchmarks.md`); everything stays on loopback.
+//!
+//!     scale --bin PATH [--ops N] [--duration-dist uniform:30:120|fixed:S] [--dir DIR]
+//!           [--initial S] [--max S] [--multiplier M] [--jitter J] [--keep]
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use lro_operator::api::LongRunningOperation;
+use lro_operator::reconcile::Schedule;
+use lro_operator::reconcile::schedule::seed_of;
+use serde_json::{Value, json};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    bin: PathBuf,
+    ops: usize,
+    dist: Dist,
+    dir: PathBuf,
+    initial: f64,
+    max: f64,
+    multiplier: f64,
+    jitter: f64,
+    keep: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Dist {
+    Uniform(f64, f64),
+    Fixed(f64),
+}
+
+impl Dist {
+    fn parse(s: &str) -> Result<Dist, Error> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            ["uniform", a, b] => {
+                let (a, b): (f64, f64) = (a.parse()?, b.parse()?);
+                if !(0.0..=b).contains(&a) {
+                    return Err("uniform:A:B needs 0 <= A <= B".into());
+                }
+                Ok(Dist::Uniform(a, b))
+            }
+            ["fixed", s] => Ok(Dist::Fixed(s.parse()?)),
+            _ => Err(format!("unknown distribution {s:?} (uniform:A:B or fixed:S)").into()),
+        }
+    }
+
+    fn max(self) -> f64 {
+        match self {
+            Dist::Uniform(_, b) => b,
+            Dist::Fixed(s) => s,
+        }
+    }
+
+    /// The i-th draw: deterministic (splitmix64 of i), so runs are comparable.
+    fn draw(self, i: u64) -> f64 {
+        match self {
+            Dist::Fixed(s) => s,
+            Dist::Uniform(a, b) => {
+                let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+                ((a + u * (b - a)) * 10.0).round() / 10.0
+            }
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Dist::Uniform(a, b) => format!("uniform {a}–{b} s"),
+            Dist::Fixed(s) => format!("fixed {s} s"),
+        }
+    }
+}
+
+fn parse_args() -> Result<Args, Error> {
+    let mut args = Args {
+        bin: PathBuf::new(),
+        ops: 1000,
+        dist: Dist::Uniform(30.0, 120.0),
+        dir: std::env::temp_dir().join("lro-bench"),
+        initial: 5.0,
+        max: 30.0,
+        multiplier: 1.5,
+        jitter: 0.1,
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bin" => args.bin = PathBuf::from(value()?),
+            "--ops" => args.ops = value()?.parse()?,
+            "--duration-dist" => args.dist = Dist::parse(&value()?)?,
+            "--dir" => args.dir = PathBuf::from(value()?),
+            "--initial" => args.initial = value()?.parse()?,
+            "--max" => args.max = value()?.parse()?,
+            "--multiplier" => args.multiplier = value()?.parse()?,
+            "--jitter" => args.jitter = value()?.parse()?,
+            "--keep" => args.keep = true,
+            // `cargo bench` passes this to a harness-less bench.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    if args.bin.as_os_str().is_empty() {
+        return Err("--bin PATH (the release lro-operator) is required".into());
+    }
+    if args.ops == 0 || args.ops > 20_000 {
+        return Err("--ops must be in 1..=20000".into());
+    }
+    Ok(args)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn log(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+/// What the watch saw of one operation.
+#[derive(Default)]
+struct Track {
+    uid: String,
+    last_status: Option<Value>,
+    /// Status changes seen by the watch (each one is a status write).
+    writes: u64,
+    /// Distinct (phase, upstreamState, progress) triples.
+    observations: HashSet<String>,
+    /// `status.lastChangeAt` while Running (the schedule's origin), unix ms.
+    running_since_ms: Option<u64>,
+    ready_seen_ms: Option<u64>,
+}
+
+fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let ts: jiff::Timestamp = s.parse().ok()?;
+    u64::try_from(ts.as_millisecond()).ok()
+}
+
+fn is_ready(status: &Value) -> bool {
+    status["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn record(tracks: &Mutex<HashMap<String, Track>>, obj: &LongRunningOperation) {
+    let Some(name) = obj.metadata.name.clone() else {
+        return;
+    };
+    let status = obj
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
+    let mut tracks = tracks.lock().unwrap_or_else(|e| e.into_inner());
+    let track = tracks.entry(name).or_default();
+    if let Some(uid) = &obj.metadata.uid {
+        track.uid.clone_from(uid);
+    }
+    let Some(status) = status else { return };
+    if track.last_status.as_ref() == Some(&status) {
+        return;
+    }
+    // The CRD defaults a new object's status to `{observedGeneration: -1}` at create: that is
+    // the apiserver's, not a write of the operator's.
+    if track.last_status.is_none()
+        && status["phase"].is_null()
+        && status["observedGeneration"] == -1
+    {
+        track.last_status = Some(status);
+        return;
+    }
+    track.writes += 1;
+    track.observations.insert(format!(
+        "{}|{}|{}",
+        status["phase"], status["upstreamState"], status["progress"]
+    ));
+    if status["phase"] == "Running"
+        && let Some(ms) = status["lastChangeAt"].as_str().and_then(parse_rfc3339_ms)
+    {
+        track.running_since_ms = Some(ms);
+    }
+    if track.ready_seen_ms.is_none() && is_ready(&status) {
+        track.ready_seen_ms = Some(now_ms());
+    }
+    track.last_status = Some(status);
+}
+
+/// The p-th percentile (nearest rank) of `v` (sorted in place).
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Runs a command to completion and returns its stdout, or an error with its stderr.
+fn run(cmd: &mut Command) -> Result<String, Error> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn control_plane(root: &Path, verb: &str, dir: &Path) -> Result<String, Error> {
+    run(Command::new(root.join("hack/control-plane"))
+        .arg(verb)
+        .arg("--dir")
+        .arg(dir))
+}
+
+/// Waits (bounded) for `needle` in the file at `path`; returns the rest of that line.
+async fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> Result<String, Error> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle))
+            && let Some((_, rest)) = line.split_once(needle)
+        {
+            return Ok(rest.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("no {needle:?} in {} within {timeout:?}", path.display()).into())
+}
+
+/// The leading `host:port` of `s` (drops colour codes and whatever follows).
+fn leading_addr(s: &str) -> String {
+    s.trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect()
+}
+
+/// (CPU seconds, peak RSS in KiB) of a live process.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the state (field 3).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz: f64 = run(Command::new("getconf").arg("CLK_TCK"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some((ticks as f64 / hz, hwm))
+}
+
+/// Quantiles of a Prometheus histogram from its cumulative buckets (each answer is a bucket's
+/// upper bound), plus its mean and count.
+struct Hist {
+    count: f64,
+    mean: f64,
+    p50: String,
+    p99: String,
+    max_bucket: String,
+}
+
+fn histogram(text: &str, name: &str) -> Option<Hist> {
+    let mut buckets: Vec<(String, f64)> = Vec::new();
+    let (mut sum, mut count) = (0.0, 0.0);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) {
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?.to_owned();
+            let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+            buckets.push((le, v));
+        } else if let Some(rest) = line.strip_prefix(&format!("{name}_sum")) {
+            sum = rest.split_whitespace().last()?.parse().ok()?;
+        } else if let Some(rest) = line.strip_prefix(&format!("{name}_count")) {
+            count = rest.split_whitespace().last()?.parse().ok()?;
+        }
+    }
+    if count == 0.0 {
+        return None;
+    }
+    let q = |p: f64| {
+        buckets
+            .iter()
+            .find(|(_, v)| *v >= p * count)
+            .map(|(le, _)| format!("≤ {le} s"))
+            .unwrap_or_else(|| "?".into())
+    };
+    let below_top = buckets
+        .iter()
+        .rev()
+        .find(|(_, v)| *v < count)
+        .map(|(le, _)| le.clone());
+    let max_bucket = match below_top {
+        None => q(0.0),
+        Some(le) => {
+            let next = buckets
+                .iter()
+                .skip_while(|(l, _)| *l != le)
+                .nth(1)
+                .map(|(l, _)| l.clone())
+                .unwrap_or_else(|| "+Inf".into());
+            format!("in ({le}, {next}] s")
+        }
+    };
+    Some(Hist {
+        count,
+        mean: sum / count,
+        p50: q(0.5),
+        p99: q(0.99),
+        max_bucket,
+    })
+}
+
+fn counter_sum(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        if line.starts_with(name)
+            && line[name.len()..].starts_with(['{', ' '])
+            && let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+struct Procs {
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // Built and run by `cargo test --all-targets` or `cargo bench` too: without `--bin` (which
+    // `hack/bench` always passes) there is nothing to do.
+    if !std::env::args().any(|a| a == "--bin") {
+        eprintln!("scale: run it through hack/bench (it needs --bin PATH); nothing to do");
+        return;
+    }
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let result = bench(&args, &root).await;
+    if !args.keep {
+        log("tearing down the control plane");
+        if let Err(e) = control_plane(&root, "down", &args.dir) {
+            log(&format!("control-plane down: {e}"));
+        }
+    }
+    if let Err(e) = result {
+        eprintln!("bench: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let logs = args.dir.with_extension("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    log(&format!("control plane in {}", args.dir.display()));
+    let up = control_plane(root, "up", &args.dir)?;
+    let kubeconfig = up
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("export KUBECONFIG="))
+        .map(|p| PathBuf::from(p.trim_matches('\'')))
+        .ok_or("unexpected output of control-plane up")?;
+    let kubectl = |a: &[&str]| {
+        run(Command::new("kubectl")
+            .env("KUBECONFIG", &kubeconfig)
+            .args(a))
+    };
+    let crds = root.join("crds/lro.dev.yaml");
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crds.to_str().ok_or("path")?,
+    ])?;
+    kubectl(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd/longrunningoperations.lro.dev",
+        "crd/operationproviders.lro.dev",
+    ])?;
+    let ns = format!("bench-{}", now_ms());
+    kubectl(&["create", "namespace", &ns])?;
+
+    let mut procs = Procs {
+        children: Vec::new(),
+    };
+    let sim_log = logs.join("sim.log");
+    procs.children.push(
+        Command::new(&args.bin)
+            .args(["sim", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(File::create(&sim_log)?)
+            .stderr(File::create(logs.join("sim.stderr"))?)
+            .spawn()?,
+    );
+    let sim_addr = leading_addr(
+        &wait_for_line(
+            &sim_log,
+            "sim listening on http://",
+            Duration::from_secs(30),
+        )
+        .await?,
+    );
+    let sim = format!("http://{sim_addr}");
+    log(&format!("simulator at {sim}"));
+
+    let provider = json!({
+        "apiVersion": "lro.dev/v1alpha1",
+        "kind": "OperationProvider",
+        "metadata": {"name": "sim", "namespace": ns},
+        "spec": {
+            "baseURL": format!("{sim}/v1"),
+            "protocol": "google",
+            "allowPrivateNetworks": true,
+            "polling": {
+                "initialInterval": format!("{}ms", (args.initial * 1000.0) as u64),
+                "maxInterval": format!("{}ms", (args.max * 1000.0) as u64),
+                "multiplier": args.multiplier,
+                "jitter": args.jitter,
+            },
+        },
+    });
+    let provider_file = logs.join("provider.json");
+    std::fs::write(&provider_file, provider.to_string())?;
+    kubectl(&["apply", "-f", provider_file.to_str().ok_or("path")?])?;
+
+    let op_log = logs.join("operator.log");
+    let operator = Command::new(&args.bin)
+        .args(["run", "--namespace", &ns, "--leader-elect=false"])
+        .args(["--health-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(&op_log)?)
+        .stderr(File::create(logs.join("operator.stderr"))?)
+        .spawn()?;
+    let op_pid = operator.id();
+    procs.children.push(operator);
+    let needle = "health server listening on ";
+    let health = match wait_for_line(&op_log, needle, Duration::from_secs(30)).await {
+        Ok(rest) => rest,
+        Err(_) => wait_for_line(
+            &logs.join("operator.stderr"),
+            needle,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| format!("{e} (nor in operator.log)"))?,
+    };
+    let health = format!("http://{}", leading_addr(&health));
+    log(&format!(
+        "operator pid {op_pid}, metrics at {health}/metrics"
+    ));
+
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?,
+    )?;
+    let lros: Api<LongRunningOperation> = Api::namespaced(client, &ns);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+
+    // The watch, started before anything is created.
+    let tracks: Arc<Mutex<HashMap<String, Track>>> = Arc::default();
+    let watch = {
+        let tracks = tracks.clone();
+        let stream = watcher(lros.clone(), watcher::Config::default());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) => {
+                        record(&tracks, &obj)
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("bench: watch error: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    // Upstream operations, then objects adopting them.
+    log(&format!(
+        "creating {} operations ({})",
+        args.ops,
+        args.dist.describe()
+    ));
+    let created_at = Instant::now();
+    let specs: Vec<(usize, f64)> = (0..args.ops)
+        .map(|i| (i, args.dist.draw(i as u64)))
+        .collect();
+    let names: Vec<(String, String, f64)> = futures::stream::iter(specs)
+        .map(|(i, secs)| {
+            let (http, lros, sim) = (http.clone(), lros.clone(), sim.clone());
+            async move {
+                let op: Value = http
+                    .post(format!("{sim}/sim/operations"))
+                    .json(&json!({"durationSeconds": secs, "progress": false}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let upstream = op["name"].as_str().ok_or("no name")?.to_owned();
+                let name = format!("op-{i:05}");
+                let lro: LongRunningOperation = serde_json::from_value(json!({
+                    "apiVersion": "lro.dev/v1alpha1",
+                    "kind": "LongRunningOperation",
+                    "metadata": {"name": name},
+                    "spec": {"providerRef": {"name": "sim"}, "operation": {"name": upstream}},
+                }))?;
+                lros.create(&PostParams::default(), &lro).await?;
+                Ok::<_, Error>((name, upstream, secs))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    log(&format!(
+        "created in {:.1} s; waiting for Ready",
+        created_at.elapsed().as_secs_f64()
+    ));
+
+    // Bounded: the longest operation, plus the creation time, plus a few max intervals.
+    let deadline = Instant::now()
+        + Duration::from_secs_f64(args.dist.max() + 5.0 * args.max + 120.0)
+        + created_at.elapsed();
+    let mut last_report = Instant::now();
+    loop {
+        let ready = {
+            let tracks = tracks.lock().unwrap_or_else(|e| e.into_inner());
+            tracks
+                .values()
+                .filter(|t| t.ready_seen_ms.is_some())
+                .count()
+        };
+        if ready >= args.ops {
+            break;
+        }
+        if Instant::now() > deadline {
+            log(&format!("deadline passed with {ready}/{} ready", args.ops));
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(15) {
+            log(&format!("{ready}/{} ready", args.ops));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let wall = created_at.elapsed().as_secs_f64();
+    // Let trailing writes (if any) arrive before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let usage = proc_usage(op_pid);
+    let metrics = http
+        .get(format!("{health}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    std::fs::write(logs.join("metrics.txt"), &metrics)?;
+    let stats: Value = http
+        .get(format!("{sim}/sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    watch.abort();
+
+    // Per-operation figures.
+    let schedule = Schedule {
+        initial: Duration::from_secs_f64(args.initial),
+        max: Duration::from_secs_f64(args.max),
+        multiplier: args.multiplier,
+        jitter: args.jitter,
+    };
+    let tracks = tracks.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut req_econ, mut write_econ, mut det, mut det_rel) = (vec![], vec![], vec![], vec![]);
+    let (mut gets_total, mut ideal_total, mut writes_total, mut obs_total) = (0u64, 0u64, 0, 0);
+    let mut missing = 0;
+    for (name, upstream, _secs) in &names {
+        let op = &stats["operations"][upstream];
+        let (Some(track), Some(done_ms), Some(gets)) = (
+            tracks.get(name),
+            op["doneAtMs"].as_u64(),
+            op["gets"].as_u64(),
+        ) else {
+            missing += 1;
+            continue;
+        };
+        let (Some(since), Some(seen)) = (track.running_since_ms, track.ready_seen_ms) else {
+            missing += 1;
+            continue;
+        };
+        // Point 0 is the first poll (which saw RUNNING and set lastChangeAt); then every point
+        // up to done; then the one poll that sees done.
+        let elapsed = done_ms.saturating_sub(since) as f64 / 1000.0;
+        let ideal = schedule.polls_within(elapsed, seed_of(&track.uid)) + 1;
+        req_econ.push(gets as f64 / ideal as f64);
+        gets_total += gets;
+        ideal_total += ideal;
+        let obs = track.observations.len().max(1) as u64;
+        write_econ.push(track.writes as f64 / obs as f64);
+        writes_total += track.writes;
+        obs_total += obs;
+        let latency = seen.saturating_sub(done_ms) as f64 / 1000.0;
+        let interval = args
+            .max
+            .min(args.initial + (args.multiplier - 1.0) * elapsed);
+        det.push(latency);
+        det_rel.push(latency / interval);
+    }
+    let measured = req_econ.len();
+
+    println!();
+    println!("## lro-operator scale benchmark");
+    println!();
+    println!(
+        "operations: {} (adopted, google protocol, {}, progress off); measured: {measured}; \
+         not measured: {missing}",
+        args.ops,
+        args.dist.describe()
+    );
+    println!(
+        "policy: initialInterval {} s, maxInterval {} s, multiplier {}, jitter {}",
+        args.initial, args.max, args.multiplier, args.jitter
+    );
+    println!("wall time from first create to last Ready: {wall:.1} s");
+    println!();
+    println!(
+        "request economy (sim GETs / ideal): mean {:.3}, p50 {:.3}, p99 {:.3}, max {:.3}; \
+         total {gets_total} GETs / {ideal_total} ideal = {:.3}",
+        mean(&req_econ),
+        pct(&mut req_econ.clone(), 50.0),
+        pct(&mut req_econ.clone(), 99.0),
+        pct(&mut req_econ, 100.0),
+        gets_total as f64 / ideal_total.max(1) as f64,
+    );
+    println!(
+        "write economy (status writes seen / distinct observations): mean {:.3}, p99 {:.3}, \
+         max {:.3}; total {writes_total} / {obs_total}",
+        mean(&write_econ),
+        pct(&mut write_econ.clone(), 99.0),
+        pct(&mut write_econ, 100.0),
+    );
+    println!(
+        "detection latency (Ready seen − sim done): p50 {:.2} s, p99 {:.2} s, max {:.2} s; \
+         ÷ interval: p50 {:.3}, p99 {:.3}, max {:.3}",
+        pct(&mut det.clone(), 50.0),
+        pct(&mut det.clone(), 99.0),
+        pct(&mut det, 100.0),
+        pct(&mut det_rel.clone(), 50.0),
+        pct(&mut det_rel.clone(), 99.0),
+        pct(&mut det_rel, 100.0),
+    );
+    match histogram(&metrics, "lro_poll_lateness_seconds") {
+        Some(h) => println!(
+            "poll lateness (operator histogram, bucket bounds): n {}, mean {:.3} s, p50 {}, \
+             p99 {}, max {}",
+            h.count, h.mean, h.p50, h.p99, h.max_bucket
+        ),
+        None => println!("poll lateness: no samples in lro_poll_lateness_seconds"),
+    }
+    match usage {
+        Some((cpu, hwm)) => println!(
+            "operator: {cpu:.2} CPU s over {wall:.0} s ({:.3} core average), peak RSS {:.1} MiB",
+            cpu / wall.max(1.0),
+            hwm as f64 / 1024.0
+        ),
+        None => println!("operator: exited before it could be measured"),
+    }
+    match counter_sum(&metrics, "lro_status_writes_total") {
+        Some(n) => println!("operator status writes (lro_status_writes_total): {n}"),
+        None => println!("operator status writes: no lro_status_writes_total series"),
+    }
+    println!(
+        "apiserver requests: not measured (the operator exports no apiserver request counter)"
+    );
+    println!(
+        "sim upstream requests in total: {}",
+        stats["totalRequests"].as_u64().unwrap_or(0)
+    );
+    println!("logs: {}", logs.display());
+    drop(procs);
+    Ok(())
+}
