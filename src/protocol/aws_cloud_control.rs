@@ -19,8 +19,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    CancelOutcome, Dialect, HttpAnswer, Observation, ParseError, PollOutcome, RequestSpec,
-    StartOutcome, Started, UpstreamState, describe, is_refusal, is_success, rpc_code_for_http,
+    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
+    rpc_code_for_http,
 };
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
@@ -155,51 +155,17 @@ impl Dialect for AwsCloudControl {
         }
     }
 
-    fn read_start(&self, _request: &RequestSpec, answer: &HttpAnswer) -> StartOutcome {
-        if is_success(answer.status) {
-            return match self.parse_started(answer) {
-                Ok(started) => StartOutcome::Started(Box::new(started)),
-                Err(e) => StartOutcome::Lost(format!("unreadable start answer: {e}")),
-            };
-        }
-        let error = self.parse_error(answer);
-        if is_refusal(answer.status) && !throttled(&error) {
-            StartOutcome::Rejected(error)
-        } else {
-            StartOutcome::Lost(describe(answer.status, &error.message))
-        }
+    fn is_transient(&self, error: &OperationError) -> bool {
+        throttled(error)
     }
 
-    fn read_poll(&self, _handle: &OperationHandle, answer: &HttpAnswer) -> PollOutcome {
-        if is_success(answer.status) {
-            return match self.parse_operation(answer) {
-                Ok(observation) => PollOutcome::Observed(observation),
-                Err(e) => PollOutcome::Failed {
-                    message: format!("unreadable answer: {e}"),
-                    not_found: false,
-                },
-            };
-        }
-        let error = self.parse_error(answer);
-        let not_found = matches!(answer.status, 404 | 410)
-            || error.provider_code.as_deref() == Some("RequestTokenNotFoundException");
-        PollOutcome::Failed {
-            message: describe(answer.status, &error_text(&error)),
-            not_found: not_found && !throttled(&error),
-        }
+    fn is_not_found(&self, status: u16, error: &OperationError) -> bool {
+        matches!(status, 404 | 410)
+            || error.provider_code.as_deref() == Some("RequestTokenNotFoundException")
     }
 
-    fn read_cancel(&self, answer: &HttpAnswer) -> CancelOutcome {
-        if is_success(answer.status) {
-            return CancelOutcome::Accepted;
-        }
-        let error = self.parse_error(answer);
-        let message = describe(answer.status, &error_text(&error));
-        if (is_refusal(answer.status) || answer.status == 501) && !throttled(&error) {
-            CancelOutcome::Refused(message)
-        } else {
-            CancelOutcome::Lost(message)
-        }
+    fn error_text(&self, error: &OperationError) -> String {
+        error_text(error)
     }
 }
 
@@ -346,6 +312,7 @@ fn code_for(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{CancelOutcome, PollOutcome, StartOutcome};
 
     const TOKEN: &str = "758f4a4e-fef4-491a-9b07-00123456789";
 

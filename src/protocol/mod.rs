@@ -286,6 +286,22 @@ pub trait Dialect: Send + Sync {
     /// Reads an error answer (non-2xx) into a normalised error.
     fn parse_error(&self, answer: &HttpAnswer) -> OperationError;
 
+    /// An error answer the upstream means as "try again", whatever its status (e.g. AWS
+    /// throttling exceptions sent as 400). The default: none.
+    fn is_transient(&self, _error: &OperationError) -> bool {
+        false
+    }
+
+    /// An error answer that says the operation does not exist. The default: 404 and 410.
+    fn is_not_found(&self, status: u16, _error: &OperationError) -> bool {
+        matches!(status, 404 | 410)
+    }
+
+    /// How an error answer is shown to people. The default: the upstream's message.
+    fn error_text(&self, error: &OperationError) -> String {
+        error.message.clone()
+    }
+
     /// Reads the answer to the start request.
     fn read_start(&self, _request: &RequestSpec, answer: &HttpAnswer) -> StartOutcome {
         if is_success(answer.status) {
@@ -295,10 +311,10 @@ pub trait Dialect: Send + Sync {
             };
         }
         let error = self.parse_error(answer);
-        if is_refusal(answer.status) {
+        if is_refusal(answer.status) && !self.is_transient(&error) {
             StartOutcome::Rejected(error)
         } else {
-            StartOutcome::Lost(describe(answer.status, &error.message))
+            StartOutcome::Lost(describe(answer.status, &self.error_text(&error)))
         }
     }
 
@@ -315,8 +331,8 @@ pub trait Dialect: Send + Sync {
         }
         let error = self.parse_error(answer);
         PollOutcome::Failed {
-            message: describe(answer.status, &error.message),
-            not_found: matches!(answer.status, 404 | 410),
+            message: describe(answer.status, &self.error_text(&error)),
+            not_found: self.is_not_found(answer.status, &error) && !self.is_transient(&error),
         }
     }
 
@@ -355,8 +371,9 @@ pub trait Dialect: Send + Sync {
         if is_success(answer.status) {
             return CancelOutcome::Accepted;
         }
-        let message = describe(answer.status, &self.parse_error(answer).message);
-        if is_refusal(answer.status) || answer.status == 501 {
+        let error = self.parse_error(answer);
+        let message = describe(answer.status, &self.error_text(&error));
+        if (is_refusal(answer.status) || answer.status == 501) && !self.is_transient(&error) {
             CancelOutcome::Refused(message)
         } else {
             CancelOutcome::Lost(message)
