@@ -20,7 +20,7 @@ pub use operation::{
 };
 pub use provider::{
     ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, HttpOptions,
-    OperationProvider, OperationProviderStatus, Protocol, ProviderSpec,
+    OperationProvider, OperationProviderStatus, Protocol, ProviderSpec, RateLimitSpec,
 };
 
 /// The API group of every kind in this crate.

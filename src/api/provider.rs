@@ -82,6 +82,36 @@ pub struct ProviderSpec {
     /// fd00:ec2::254, 100.100.100.200, …) are refused whatever this says.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_networks: bool,
+    /// The most requests per second sent to this upstream (starts, polls and cancels of every
+    /// operation using this provider together), as a token bucket. Absent: no limit. A request
+    /// over the limit is not sent late in a loop: its operation waits, without holding a worker,
+    /// until its turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// A token bucket: `requestsPerSecond` on average, up to `burst` at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = kube::core::Rule::new("self.requestsPerSecond > 0.0 && self.requestsPerSecond <= 100000.0")
+    .message("rateLimit.requestsPerSecond must be more than 0 and at most 100000, e.g. 10 or 0.5"))]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Average requests per second (a fraction is allowed: 0.5 is one request every 2 s).
+    pub requests_per_second: f64,
+    /// Requests that may be sent at once after a quiet period; default: `requestsPerSecond`
+    /// rounded up (at least 1).
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("rateLimit.burst must be at least 1"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitSpec {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.requests_per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+            .max(1)
+    }
 }
 
 /// Options of the `compute` protocol.

@@ -41,6 +41,9 @@ const MIN_DURATION_SECS: u64 = 3;
 /// How long a graceful stop waits for the Lease to be released.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The Lease name when `--lease-name` is not given (with `--shard`, `lro-operator-<shard>`).
+pub const DEFAULT_LEASE_NAME: &str = "lro-operator";
+
 /// Leader election flags of `lro-operator run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderArgs {
@@ -56,7 +59,7 @@ pub struct LeaderArgs {
     )]
     pub leader_elect: bool,
     /// Name of the Lease.
-    #[arg(long, default_value = "lro-operator")]
+    #[arg(long, default_value = DEFAULT_LEASE_NAME)]
     pub lease_name: String,
     /// Namespace of the Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]

@@ -2,6 +2,7 @@
 //! provider resolution, status writes and Kubernetes Events.
 
 mod act;
+pub mod cache;
 pub mod credentials;
 mod finalizer;
 pub mod leader;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::api::{
@@ -39,6 +40,15 @@ pub struct RunArgs {
     /// Only watch this namespace (default: all namespaces).
     #[arg(long, env = "LRO_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Handle only the operations labelled `lro.dev/shard=<SHARD>`: several replicas, each with
+    /// its own shard, split the operations with no overlap. Each shard elects its own leader
+    /// (the default Lease name becomes `lro-operator-<SHARD>`).
+    #[arg(long, env = "LRO_SHARD", value_parser = parse_shard, conflicts_with = "exclude_shards")]
+    pub shard: Option<String>,
+    /// Handle only the operations whose `lro.dev/shard` label is none of these (unlabelled ones
+    /// included): the catch-all replica next to `--shard` ones. Comma-separated.
+    #[arg(long, env = "LRO_EXCLUDE_SHARDS", value_delimiter = ',', value_parser = parse_shard)]
+    pub exclude_shards: Vec<String>,
     /// Default first wait between polls.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub initial_interval: Duration,
@@ -95,7 +105,36 @@ pub struct RunArgs {
     pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
+/// The label that assigns an operation to a shard (see `--shard`).
+pub const SHARD_LABEL: &str = "lro.dev/shard";
+
+/// A shard name: a valid label value.
+fn parse_shard(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid shard name (a label value: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
 impl RunArgs {
+    /// The label selector of the operations this replica handles (`None`: all of them).
+    pub fn shard_selector(&self) -> Option<String> {
+        match (&self.shard, self.exclude_shards.as_slice()) {
+            (Some(shard), _) => Some(format!("{SHARD_LABEL}={shard}")),
+            (None, []) => None,
+            (None, excluded) => Some(format!("{SHARD_LABEL} notin ({})", excluded.join(","))),
+        }
+    }
+
     /// The operator-wide default schedule.
     pub fn schedule(&self) -> Schedule {
         Schedule {
@@ -155,6 +194,16 @@ pub struct Remembered {
     pub poll_due: Option<jiff::Timestamp>,
 }
 
+/// The watch caches a reconcile reads.
+pub struct Caches {
+    /// `OperationProvider`s (of the watched namespace, or all).
+    pub providers: cache::Cache<OperationProvider>,
+    /// `ClusterOperationProvider`s.
+    pub cluster_providers: cache::Cache<ClusterOperationProvider>,
+    /// The operations this replica handles (the controller's own store).
+    pub operations: cache::Cache<LongRunningOperation>,
+}
+
 /// Shared state of the reconciles.
 pub struct Context {
     /// The Kubernetes client.
@@ -171,6 +220,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether this replica may send upstream requests (it holds the Lease).
     pub leadership: leader::Leadership,
+    /// Providers and operations, from watches.
+    pub caches: Caches,
+    /// The providers' rate limits.
+    pub rate_limits: crate::upstream::rate_limit::RateLimits,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -184,7 +237,16 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         (Some(addr), Some(dir)) => Some(crate::webhook::serve(addr, dir).await?),
         _ => None,
     };
-    let client = Client::try_default().await?;
+    // Every request to the apiserver is counted (`lro_apiserver_requests_total`).
+    let client = kube::client::ClientBuilder::try_from(
+        kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Kube(kube::Error::InferConfig(e)))?,
+    )?
+    .with_layer(&crate::telemetry::apiserver::CountRequests::new(
+        Arc::clone(&metrics),
+    ))
+    .build();
     let operations: Api<LongRunningOperation> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -222,7 +284,26 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         None => Api::all(client.clone()),
     };
     let cluster_providers: Api<ClusterOperationProvider> = Api::all(client.clone());
+    let ctx_shard_selector = args.shard_selector();
+    if let Some(shard) = &args.shard
+        && args.leader.lease_name == leader::DEFAULT_LEASE_NAME
+    {
+        args.leader.lease_name = format!("{}-{shard}", leader::DEFAULT_LEASE_NAME);
+    }
     let leadership = leader::Leadership::new(&args.leader);
+    // The watches: the operations (the controller's trigger and store) and the providers (read
+    // by every reconcile from their caches; a change wakes the operations that use them).
+    let mut operations_watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = ctx_shard_selector.as_deref() {
+        operations_watch = operations_watch.labels(selector);
+    }
+    let (operations_cache, operation_events) =
+        cache::Cache::new(watcher(operations, operations_watch));
+    let (providers_cache, provider_events) =
+        cache::Cache::new(watcher(providers, watcher::Config::default()));
+    let (cluster_providers_cache, cluster_provider_events) =
+        cache::Cache::new(watcher(cluster_providers, watcher::Config::default()));
+    let reader = operations_cache.store().clone();
     let ctx = Arc::new(Context {
         leadership: leadership.clone(),
         client,
@@ -231,38 +312,40 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         memory: Mutex::new(HashMap::new()),
         args,
         metrics: Arc::clone(&metrics),
+        caches: Caches {
+            providers: providers_cache,
+            cluster_providers: cluster_providers_cache,
+            operations: operations_cache,
+        },
+        rate_limits: Default::default(),
     });
-    tracing::info!(namespace = ?ctx.args.namespace, "lro-operator starting");
+    tracing::info!(namespace = ?ctx.args.namespace, shard = ?ctx_shard_selector, "lro-operator starting");
     // The operations watch, as `Controller::new` builds it, but observed: its first `InitDone`
     // (the initial list is in the cache) makes a running operator ready. (Waiting on the store's
     // `wait_until_ready()` instead would race the controller's own wait for the one waker slot.)
-    let (reader, writer) = reflector::store();
     let dependents_of = reader.clone();
     let synced = Arc::clone(&health);
-    let trigger = reflector(
-        writer,
-        watcher(operations, watcher::Config::default().any_semantic()),
-    )
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !synced.is_synced() {
-            synced.synced();
-            tracing::info!("caches synced");
-        }
-    })
-    .applied_objects()
-    // An operation that changes wakes the operations waiting on it (the store already holds the
-    // change: the reflector applies an event before passing it on).
-    .flat_map(move |changed| {
-        let mut woken = Vec::new();
-        if let Ok(op) = &changed {
-            woken = workflow::dependents(&dependents_of, op)
-                .into_iter()
-                .map(Ok)
-                .collect();
-        }
-        woken.insert(0, changed);
-        futures::stream::iter(woken)
-    });
+    let trigger = operation_events
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !synced.is_synced() {
+                synced.synced();
+                tracing::info!("caches synced");
+            }
+        })
+        .applied_objects()
+        // An operation that changes wakes the operations waiting on it (the store already holds
+        // the change: the reflector applies an event before passing it on).
+        .flat_map(move |changed| {
+            let mut woken = Vec::new();
+            if let Ok(op) = &changed {
+                woken = workflow::dependents(&dependents_of, op)
+                    .into_iter()
+                    .map(Ok)
+                    .collect();
+            }
+            woken.insert(0, changed);
+            futures::stream::iter(woken)
+        });
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let store2 = controller.store();
@@ -273,10 +356,10 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let controller = controller
         .with_config(controller::Config::default().concurrency(concurrency))
         // A provider that appears or changes wakes the operations that use it.
-        .watches(providers, watcher::Config::default(), move |p| {
+        .watches_stream(provider_events.touched_objects(), move |p| {
             provider::users_of(&store, provider::Target::Namespaced(&p))
         })
-        .watches(cluster_providers, watcher::Config::default(), move |p| {
+        .watches_stream(cluster_provider_events.touched_objects(), move |p| {
             provider::users_of(&store2, provider::Target::Cluster(&p))
         })
         .shutdown_on_signal()

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
+use super::Caches;
 use super::credentials::Resolved;
 use crate::api::{
     ClusterOperationProvider, LongRunningOperation, OperationProvider, PollingSpec, ProviderKind,
@@ -46,43 +47,35 @@ pub fn users_of(
         .collect()
 }
 
-/// Looks up the provider of `op`; `Err` holds a message for the user.
-pub async fn resolve(client: &Client, op: &LongRunningOperation) -> Result<Resolved, String> {
+/// Looks up the provider of `op` in the watch caches; `Err` holds a message for the user.
+///
+/// Only a `ClusterOperationProvider` with `spec.allowedNamespaces` costs a request (the
+/// namespace's labels).
+pub async fn resolve(
+    client: &Client,
+    caches: &Caches,
+    op: &LongRunningOperation,
+) -> Result<Resolved, String> {
     let reference = &op.spec.provider_ref;
     let namespace = op.namespace().unwrap_or_default();
     match reference.kind {
         ProviderKind::OperationProvider => {
-            let api: Api<OperationProvider> = Api::namespaced(client.clone(), &namespace);
-            match api.get_opt(&reference.name).await {
-                Ok(Some(p)) => Ok(namespaced(&p)),
-                Ok(None) => Err(format!(
+            let key = ObjectRef::new(&reference.name).within(&namespace);
+            match caches.providers.get(&key).await {
+                Some(p) => Ok(namespaced(&p)),
+                None => Err(format!(
                     "OperationProvider {:?} not found in namespace {namespace:?} (an operation can only use a provider of its own namespace, or a ClusterOperationProvider)",
                     reference.name
-                )),
-                Err(e) => Err(format!(
-                    "cannot read OperationProvider {:?}: {}",
-                    reference.name,
-                    short(&e)
                 )),
             }
         }
         ProviderKind::ClusterOperationProvider => {
-            let api: Api<ClusterOperationProvider> = Api::all(client.clone());
-            let provider = match api.get_opt(&reference.name).await {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    return Err(format!(
-                        "ClusterOperationProvider {:?} not found",
-                        reference.name
-                    ));
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot read ClusterOperationProvider {:?}: {}",
-                        reference.name,
-                        short(&e)
-                    ));
-                }
+            let key = ObjectRef::new(&reference.name);
+            let Some(provider) = caches.cluster_providers.get(&key).await else {
+                return Err(format!(
+                    "ClusterOperationProvider {:?} not found",
+                    reference.name
+                ));
             };
             if let Some(selector) = &provider.spec.allowed_namespaces {
                 let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -1,7 +1,7 @@
 //! One reconcile: observe → decide → act → write status if it changed → requeue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
@@ -15,6 +15,7 @@ use crate::api::{
 use crate::protocol::dialect_for;
 use crate::reconcile::{Action, Caps, Event, Input, Memory, Policy, decide};
 use crate::telemetry::metrics::provider_label;
+use crate::upstream::rate_limit::Turn;
 
 /// The most decide → act rounds in one reconcile (start, then an immediate poll, …).
 const MAX_ROUNDS: usize = 4;
@@ -103,7 +104,7 @@ async fn reconcile_inner(
     }
 
     // Observe: the provider, and what this process remembers.
-    let resolved = match provider::resolve(&ctx.client, &op).await {
+    let resolved = match provider::resolve(&ctx.client, &ctx.caches, &op).await {
         Ok(p) => match ctx.clients.get(&p).await {
             Ok(client) => Ok((p.spec, client)),
             Err(not_ready) => Err(format!(
@@ -136,13 +137,15 @@ async fn reconcile_inner(
         }
         dialect => (dialect.and_then(Result::ok), provider_spec, client),
     };
+    let scope = match op.spec.provider_ref.kind {
+        ProviderKind::OperationProvider => Some(namespace.as_str()),
+        ProviderKind::ClusterOperationProvider => None,
+    };
+    // Names the provider in metrics and keys its rate limit.
+    let provider_key = provider_label(scope, &op.spec.provider_ref.name);
     let meter = provider_spec.as_ref().map(|p| {
-        let scope = match op.spec.provider_ref.kind {
-            ProviderKind::OperationProvider => Some(namespace.as_str()),
-            ProviderKind::ClusterOperationProvider => None,
-        };
-        let label = provider_label(scope, &op.spec.provider_ref.name);
-        ctx.metrics.upstream(p.protocol.as_str(), label)
+        ctx.metrics
+            .upstream(p.protocol.as_str(), provider_key.clone())
     });
     let caps = dialect
         .as_deref()
@@ -158,7 +161,7 @@ async fn reconcile_inner(
 
     // Dependencies and templates matter only before the start.
     let prerequisites = if matches!(current.phase, None | Some(Phase::Pending)) {
-        match workflow::observe(&api, &op).await {
+        match workflow::observe(&api, ctx.caches.operations.store(), &op).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the dependencies");
@@ -230,6 +233,23 @@ async fn reconcile_inner(
             debug!("not sure to hold the Lease: no upstream request");
             remember(&ctx, &uid, memory, current, poll_due);
             return Ok(Requeue::requeue(Duration::from_secs(1)));
+        }
+        // The provider's rate limit: a request over it waits for its turn, off the workers.
+        if let Some(limit) = &provider_spec.rate_limit
+            && !matches!(decision.action, Action::Wait(_))
+        {
+            let held = memory.rate_turn.take();
+            let now = Instant::now();
+            if let Turn::At(turn) = ctx.rate_limits.admit(&provider_key, limit, held, now) {
+                let wait = turn.saturating_duration_since(now);
+                if held.is_none() {
+                    ctx.metrics.rate_limit_waited(&provider_key, wait);
+                }
+                debug!(?wait, "waiting for the provider's rate limit");
+                memory.rate_turn = Some(turn);
+                remember(&ctx, &uid, memory, current, poll_due);
+                return Ok(Requeue::requeue(wait.max(Duration::from_millis(1))));
+            }
         }
         event = match decision.action {
             Action::Start { request_id } => {

@@ -2,8 +2,8 @@
 //! templated start rendered from the dependencies' statuses, and which operations a change wakes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use kube::api::ListParams;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -14,10 +14,12 @@ use crate::reconcile::{Prerequisites, template};
 /// The most operations followed when looking for a cycle.
 const MAX_GRAPH: usize = 1000;
 
-/// Observes the dependencies of `op` (one list of its namespace) and renders its templated
+/// Observes the dependencies of `op` (from the controller's cache of operations; a dependency
+/// it does not hold, say in another shard, is read from the apiserver) and renders its templated
 /// start once they have all succeeded. Only called before the operation starts.
 pub async fn observe(
     api: &Api<LongRunningOperation>,
+    store: &Store<LongRunningOperation>,
     op: &LongRunningOperation,
 ) -> Result<Prerequisites, kube::Error> {
     let mut pre = Prerequisites::default();
@@ -25,13 +27,25 @@ pub async fn observe(
     if op.spec.depends_on.is_empty() && !templated {
         return Ok(pre);
     }
-    let all = if op.spec.depends_on.is_empty() {
+    let namespace = op.namespace();
+    let mut all: Vec<Arc<LongRunningOperation>> = if op.spec.depends_on.is_empty() {
         Vec::new()
     } else {
-        api.list(&ListParams::default()).await?.items
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == namespace)
+            .collect()
     };
+    for dep in &op.spec.depends_on {
+        if !all.iter().any(|o| o.name_any() == *dep)
+            && let Some(o) = api.get_opt(dep).await?
+        {
+            all.push(Arc::new(o));
+        }
+    }
     let by_name: BTreeMap<String, &LongRunningOperation> =
-        all.iter().map(|o| (o.name_any(), o)).collect();
+        all.iter().map(|o| (o.name_any(), o.as_ref())).collect();
     let name = op.name_any();
     pre.cycle = find_cycle(&name, |n| {
         if n == name {

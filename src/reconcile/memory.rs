@@ -26,6 +26,9 @@ pub struct Memory {
     pub cancel_sent: bool,
     /// The upstream refused to cancel; do not ask again.
     pub cancel_refused: bool,
+    /// The turn this operation holds under its provider's rate limit: its next request goes
+    /// then (see `upstream::rate_limit`).
+    pub rate_turn: Option<std::time::Instant>,
 }
 
 impl Memory {
@@ -40,6 +43,7 @@ impl Memory {
             not_found_since: None,
             cancel_sent: false,
             cancel_refused: false,
+            rate_turn: None,
         }
     }
 

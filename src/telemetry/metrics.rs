@@ -65,6 +65,13 @@ struct ProviderLabels {
     provider: String,
 }
 
+/// Labels of `lro_apiserver_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    verb: &'static str,
+    resource: String,
+}
+
 /// Labels of `lro_operations`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -165,6 +172,7 @@ pub struct Metrics {
     token_refreshes: Family<ProviderLabels, Counter>,
     rate_limit_wait: Family<ProviderLabels, Counter<f64>>,
     status_writes: Counter,
+    apiserver_requests: Family<ApiLabels, Counter>,
     operations: Arc<OperationsByPhase>,
 }
 
@@ -227,7 +235,7 @@ impl Metrics {
         let rate_limit_wait = Family::<ProviderLabels, Counter<f64>>::default();
         registry.register_with_unit(
             "lro_rate_limit_wait",
-            "Time requests waited for a provider's rate limit, by provider; 0 until provider rate limits are implemented",
+            "Time requests waited for their turn under a provider's spec.rateLimit, by provider",
             Unit::Seconds,
             rate_limit_wait.clone(),
         );
@@ -236,6 +244,12 @@ impl Metrics {
             "lro_status_writes",
             "Status writes (server-side apply on the status subresource) of LongRunningOperations",
             status_writes.clone(),
+        );
+        let apiserver_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "lro_apiserver_requests",
+            "Requests sent to the Kubernetes API server, by verb (get, list, watch, create, update, patch, delete) and resource (plural, or plural/subresource)",
+            apiserver_requests.clone(),
         );
         let operations = Arc::new(OperationsByPhase::default());
         registry.register_collector(Box::new(Arc::clone(&operations)));
@@ -249,6 +263,7 @@ impl Metrics {
             token_refreshes,
             rate_limit_wait,
             status_writes,
+            apiserver_requests,
             operations,
         }
     }
@@ -278,6 +293,13 @@ impl Metrics {
         self.status_writes.inc();
     }
 
+    /// Records one request to the Kubernetes API server.
+    pub fn apiserver_request(&self, verb: &'static str, resource: String) {
+        self.apiserver_requests
+            .get_or_create(&ApiLabels { verb, resource })
+            .inc();
+    }
+
     /// Records an access token obtained for `provider` (see [`provider_label`]).
     pub fn token_refreshed(&self, provider: &str) {
         self.token_refreshes
@@ -287,10 +309,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Records time spent waiting for `provider`'s rate limit.
-    ///
-    /// Nothing calls it yet: `lro_rate_limit_wait_seconds_total` stays 0 until provider rate
-    /// limits (DESIGN §1 `rateLimit`) are implemented.
+    /// Records time a request will wait for its turn under `provider`'s rate limit.
     pub fn rate_limit_waited(&self, provider: &str, waited: Duration) {
         self.rate_limit_wait
             .get_or_create(&ProviderLabels {

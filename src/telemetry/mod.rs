@@ -1,5 +1,6 @@
 //! Logging, Prometheus metrics ([`metrics`]) and the health/metrics HTTP server ([`server`]).
 
+pub mod apiserver;
 pub mod metrics;
 pub mod server;
 

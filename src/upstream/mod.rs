@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod policy;
+pub mod rate_limit;
 pub mod sigv4;
 #[cfg(test)]
 mod sim_tests;

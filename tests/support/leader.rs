@@ -32,13 +32,22 @@ impl TestEnv {
     /// Starts `lro-operator run` with leader election on the Lease [`LEASE`] in the test
     /// namespace, `--lease-duration lease`, identity `identity`; logs to `operator-<identity>.log`.
     pub fn start_replica(&self, identity: &str, lease: Duration) -> Replica {
+        let lease_duration = format!("{}ms", lease.as_millis());
+        self.start_replica_with(
+            identity,
+            &["--lease-name", LEASE, "--lease-duration", &lease_duration],
+        )
+    }
+
+    /// Starts `lro-operator run --namespace NS --lease-namespace NS ARGS…` with leader election
+    /// on, identity `identity` (`POD_NAME`); logs to `operator-<identity>.log`.
+    pub fn start_replica_with(&self, identity: &str, args: &[&str]) -> Replica {
         let log = self.log_dir().join(format!("operator-{identity}.log"));
         let mut out = log_file(&log);
         let _ = writeln!(out, "===== e2e: replica started at unix ms {}", unix_ms());
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", log.display()));
-        let lease_duration = format!("{}ms", lease.as_millis());
         let child = Command::new(BIN)
             .args([
                 "run",
@@ -47,7 +56,7 @@ impl TestEnv {
                 "--lease-namespace",
                 &self.ns,
             ])
-            .args(["--lease-name", LEASE, "--lease-duration", &lease_duration])
+            .args(args)
             .args(["--health-addr", "127.0.0.1:0"])
             .env("POD_NAME", identity)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
@@ -63,6 +72,15 @@ impl TestEnv {
             child: Some(child),
             log,
         }
+    }
+
+    /// The Lease `name` in the test namespace, if it exists.
+    pub async fn lease_named(&self, name: &str) -> Option<Lease> {
+        let leases: Api<Lease> = Api::namespaced(self.lros.clone().into_client(), &self.ns);
+        leases
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the Lease {name}: {e}"))
     }
 
     /// The Lease [`LEASE`], if it exists.
