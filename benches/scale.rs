@@ -1,9 +1,12 @@
-//! The scale benchmark (issue 7, first cut): a dedicated control plane, the simulator and the
-//! operator (release build), N adopted operations, and how close the operator comes to the ideal.
-//! Run it through `hack/bench` (see `docs/benchmarks.md`); everything stays on loopback.
+//! The scale benchmark (issue 7): a dedicated control plane, the simulator and the operator
+//! (release build), N operations across the protocols, and how close the operator comes to the
+//! ideal; optionally a restart at half-time and a provider rate limit. Run it through
+//! `hack/bench` (see `docs/benchmarks.md`); everything stays on loopback.
 //!
 //!     scale --bin PATH [--ops N] [--duration-dist uniform:30:120|fixed:S] [--dir DIR]
-//!           [--initial S] [--max S] [--multiplier M] [--jitter J] [--keep]
+//!           [--initial S] [--max S] [--multiplier M] [--jitter J]
+//!           [--mix google,redpanda,google-start] [--rate-limit RPS[:BURST]] [--restart]
+//!           [--concurrency N] [--keep]
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -32,6 +35,51 @@ struct Args {
     multiplier: f64,
     jitter: f64,
     keep: bool,
+    /// The kinds of operation, assigned round-robin.
+    mix: Vec<Kind>,
+    /// Each provider's `spec.rateLimit` (requests per second, burst).
+    rate_limit: Option<(f64, u32)>,
+    /// Kill the operator at half-time and start it again.
+    restart: bool,
+    /// The operator's `--concurrency`.
+    concurrency: Option<u32>,
+}
+
+/// How an operation reaches the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Adopts a simulator operation by name (`google` protocol, `GET /v1/operations/…`).
+    GoogleAdopt,
+    /// Adopts a simulator operation by id (`redpanda` protocol, `GET /redpanda/v1/operations/…`).
+    RedpandaAdopt,
+    /// Starts one with `spec.start` (`google` protocol, `POST /v1/projects/demo/clusters`).
+    GoogleStart,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Kind, Error> {
+        match s {
+            "google" => Ok(Kind::GoogleAdopt),
+            "redpanda" => Ok(Kind::RedpandaAdopt),
+            "google-start" => Ok(Kind::GoogleStart),
+            _ => Err(format!("unknown kind {s:?} (google, redpanda, google-start)").into()),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::GoogleAdopt => "google",
+            Kind::RedpandaAdopt => "redpanda",
+            Kind::GoogleStart => "google-start",
+        }
+    }
+
+    fn provider(self) -> &'static str {
+        match self {
+            Kind::GoogleAdopt | Kind::GoogleStart => "sim",
+            Kind::RedpandaAdopt => "sim-redpanda",
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +145,10 @@ fn parse_args() -> Result<Args, Error> {
         multiplier: 1.5,
         jitter: 0.1,
         keep: false,
+        mix: vec![Kind::GoogleAdopt, Kind::RedpandaAdopt, Kind::GoogleStart],
+        rate_limit: None,
+        restart: false,
+        concurrency: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,6 +163,25 @@ fn parse_args() -> Result<Args, Error> {
             "--multiplier" => args.multiplier = value()?.parse()?,
             "--jitter" => args.jitter = value()?.parse()?,
             "--keep" => args.keep = true,
+            "--mix" => {
+                args.mix = value()?
+                    .split(',')
+                    .map(Kind::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--rate-limit" => {
+                let v = value()?;
+                let (rps, burst) = match v.split_once(':') {
+                    Some((r, b)) => (r.parse::<f64>()?, b.parse::<u32>()?),
+                    None => {
+                        let r: f64 = v.parse()?;
+                        (r, r.ceil().max(1.0) as u32)
+                    }
+                };
+                args.rate_limit = Some((rps, burst));
+            }
+            "--restart" => args.restart = true,
+            "--concurrency" => args.concurrency = Some(value()?.parse()?),
             // `cargo bench` passes this to a harness-less bench.
             "--bench" => {}
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -118,6 +189,9 @@ fn parse_args() -> Result<Args, Error> {
     }
     if args.bin.as_os_str().is_empty() {
         return Err("--bin PATH (the release lro-operator) is required".into());
+    }
+    if args.mix.is_empty() {
+        return Err("--mix needs at least one kind".into());
     }
     if args.ops == 0 || args.ops > 20_000 {
         return Err("--ops must be in 1..=20000".into());
@@ -148,6 +222,8 @@ struct Track {
     /// `status.lastChangeAt` while Running (the schedule's origin), unix ms.
     running_since_ms: Option<u64>,
     ready_seen_ms: Option<u64>,
+    /// `status.operation.name`: the upstream operation (for started ones, learnt from the start).
+    handle: Option<String>,
 }
 
 fn parse_rfc3339_ms(s: &str) -> Option<u64> {
@@ -198,6 +274,9 @@ fn record(tracks: &Mutex<HashMap<String, Track>>, obj: &LongRunningOperation) {
     {
         track.running_since_ms = Some(ms);
     }
+    if let Some(handle) = status["operation"]["name"].as_str() {
+        track.handle = Some(handle.to_owned());
+    }
     if track.ready_seen_ms.is_none() && is_ready(&status) {
         track.ready_seen_ms = Some(now_ms());
     }
@@ -239,19 +318,21 @@ fn control_plane(root: &Path, verb: &str, dir: &Path) -> Result<String, Error> {
         .arg(dir))
 }
 
-/// Waits (bounded) for `needle` in the file at `path`; returns the rest of that line.
-async fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> Result<String, Error> {
+/// Waits (bounded) for `needle` in any of the files at `paths`; returns the rest of that line.
+async fn wait_for_line(paths: &[&Path], needle: &str, timeout: Duration) -> Result<String, Error> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle))
-            && let Some((_, rest)) = line.split_once(needle)
-        {
-            return Ok(rest.to_owned());
+        for path in paths {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle))
+                && let Some((_, rest)) = line.split_once(needle)
+            {
+                return Ok(rest.to_owned());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("no {needle:?} in {} within {timeout:?}", path.display()).into())
+    Err(format!("no {needle:?} in {paths:?} within {timeout:?}").into())
 }
 
 /// The leading `host:port` of `s` (drops colour codes and whatever follows).
@@ -359,6 +440,41 @@ struct Procs {
     children: Vec<std::process::Child>,
 }
 
+/// The largest number of `times` (ms, sorted) within any `window_ms`.
+fn busiest(times: &[u64], window_ms: u64) -> usize {
+    (0..times.len())
+        .map(|i| times[i..].partition_point(|t| *t < times[i] + window_ms))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `lro_apiserver_requests_total` by `verb resource`, summed over the scrapes.
+fn apiserver_requests(scrapes: &[&str]) -> Vec<(String, f64)> {
+    let name = "lro_apiserver_requests_total{";
+    let mut by: HashMap<String, f64> = HashMap::new();
+    for text in scrapes {
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let label = |key: &str| {
+                rest.split(&format!("{key}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *by.entry(format!("{} {}", label("verb"), label("resource")))
+                    .or_default() += v;
+            }
+        }
+    }
+    let mut by: Vec<(String, f64)> = by.into_iter().collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by
+}
+
 impl Drop for Procs {
     fn drop(&mut self) {
         for child in &mut self.children {
@@ -395,6 +511,60 @@ async fn main() {
         eprintln!("bench: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Starts `lro-operator run` for the benchmark namespace; returns it with its pid and metrics URL.
+async fn start_operator(
+    args: &Args,
+    kubeconfig: &Path,
+    ns: &str,
+    logs: &Path,
+    run_name: &str,
+) -> Result<(std::process::Child, u32, String), Error> {
+    let op_log = logs.join(format!("{run_name}.log"));
+    let stderr = logs.join(format!("{run_name}.stderr"));
+    let mut command = Command::new(&args.bin);
+    command
+        .args(["run", "--namespace", ns, "--leader-elect=false"])
+        .args(["--health-addr", "127.0.0.1:0"]);
+    if let Some(c) = args.concurrency {
+        command.args(["--concurrency", &c.to_string()]);
+    }
+    // LRO_BENCH_OPERATOR_LOG: the operator's RUST_LOG (default info), for debugging a run.
+    let filter = std::env::var("LRO_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into());
+    let operator = command
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", filter)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(&op_log)?)
+        .stderr(File::create(&stderr)?)
+        .spawn()?;
+    let pid = operator.id();
+    let health = wait_for_line(
+        &[&op_log, &stderr],
+        "health server listening on ",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let health = format!("http://{}", leading_addr(&health));
+    // Ready to work: the operations are listed and in its cache.
+    wait_for_line(
+        &[&op_log, &stderr],
+        "caches synced",
+        Duration::from_secs(300),
+    )
+    .await?;
+    log(&format!("operator pid {pid}, metrics at {health}/metrics"));
+    Ok((operator, pid, health))
+}
+
+/// The operations of one kind, for the per-kind figures.
+#[derive(Default)]
+struct PerKind {
+    gets: u64,
+    ideal: u64,
+    econ: Vec<f64>,
 }
 
 async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
@@ -448,7 +618,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     );
     let sim_addr = leading_addr(
         &wait_for_line(
-            &sim_log,
+            &[&sim_log],
             "sim listening on http://",
             Duration::from_secs(30),
         )
@@ -457,54 +627,38 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     let sim = format!("http://{sim_addr}");
     log(&format!("simulator at {sim}"));
 
-    let provider = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "OperationProvider",
-        "metadata": {"name": "sim", "namespace": ns},
-        "spec": {
-            "baseURL": format!("{sim}/v1"),
-            "protocol": "google",
-            "allowPrivateNetworks": true,
-            "polling": {
-                "initialInterval": format!("{}ms", (args.initial * 1000.0) as u64),
-                "maxInterval": format!("{}ms", (args.max * 1000.0) as u64),
-                "multiplier": args.multiplier,
-                "jitter": args.jitter,
+    // One provider per protocol, with the same polling policy (and rate limit, if any).
+    for (name, protocol, base) in [
+        ("sim", "google", format!("{sim}/v1")),
+        ("sim-redpanda", "redpanda", format!("{sim}/redpanda")),
+    ] {
+        let mut provider = json!({
+            "apiVersion": "lro.dev/v1alpha1",
+            "kind": "OperationProvider",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "baseURL": base,
+                "protocol": protocol,
+                "allowPrivateNetworks": true,
+                "polling": {
+                    "initialInterval": format!("{}ms", (args.initial * 1000.0) as u64),
+                    "maxInterval": format!("{}ms", (args.max * 1000.0) as u64),
+                    "multiplier": args.multiplier,
+                    "jitter": args.jitter,
+                },
             },
-        },
-    });
-    let provider_file = logs.join("provider.json");
-    std::fs::write(&provider_file, provider.to_string())?;
-    kubectl(&["apply", "-f", provider_file.to_str().ok_or("path")?])?;
+        });
+        if let Some((rps, burst)) = args.rate_limit {
+            provider["spec"]["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});
+        }
+        let file = logs.join(format!("provider-{name}.json"));
+        std::fs::write(&file, provider.to_string())?;
+        kubectl(&["apply", "-f", file.to_str().ok_or("path")?])?;
+    }
 
-    let op_log = logs.join("operator.log");
-    let operator = Command::new(&args.bin)
-        .args(["run", "--namespace", &ns, "--leader-elect=false"])
-        .args(["--health-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(&op_log)?)
-        .stderr(File::create(logs.join("operator.stderr"))?)
-        .spawn()?;
-    let op_pid = operator.id();
+    let (operator, mut op_pid, mut health) =
+        start_operator(args, &kubeconfig, &ns, &logs, "operator").await?;
     procs.children.push(operator);
-    let needle = "health server listening on ";
-    let health = match wait_for_line(&op_log, needle, Duration::from_secs(30)).await {
-        Ok(rest) => rest,
-        Err(_) => wait_for_line(
-            &logs.join("operator.stderr"),
-            needle,
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|e| format!("{e} (nor in operator.log)"))?,
-    };
-    let health = format!("http://{}", leading_addr(&health));
-    log(&format!(
-        "operator pid {op_pid}, metrics at {health}/metrics"
-    ));
 
     let client = kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(
@@ -516,7 +670,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     let lros: Api<LongRunningOperation> = Api::namespaced(client, &ns);
     let http = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
         .build()?;
 
     // The watch, started before anything is created.
@@ -542,52 +696,81 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         })
     };
 
-    // Upstream operations, then objects adopting them.
+    // Upstream operations (for adopted ones), then the objects.
+    let mix: Vec<&str> = args.mix.iter().map(|k| k.label()).collect();
     log(&format!(
-        "creating {} operations ({})",
+        "creating {} operations ({}; {})",
         args.ops,
-        args.dist.describe()
+        args.dist.describe(),
+        mix.join(", ")
     ));
     let created_at = Instant::now();
-    let specs: Vec<(usize, f64)> = (0..args.ops)
-        .map(|i| (i, args.dist.draw(i as u64)))
+    let created_ms = now_ms();
+    let specs: Vec<(usize, f64, Kind)> = (0..args.ops)
+        .map(|i| (i, args.dist.draw(i as u64), args.mix[i % args.mix.len()]))
         .collect();
-    let names: Vec<(String, String, f64)> = futures::stream::iter(specs)
-        .map(|(i, secs)| {
+    // (object name, upstream name if adopted, duration, kind)
+    let names: Vec<(String, Option<String>, f64, Kind)> = futures::stream::iter(specs)
+        .map(|(i, secs, kind)| {
             let (http, lros, sim) = (http.clone(), lros.clone(), sim.clone());
             async move {
-                let op: Value = http
-                    .post(format!("{sim}/sim/operations"))
-                    .json(&json!({"durationSeconds": secs, "progress": false}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                let upstream = op["name"].as_str().ok_or("no name")?.to_owned();
+                let script = json!({"durationSeconds": secs, "progress": false});
+                let (operation, upstream) = match kind {
+                    Kind::GoogleStart => (None, None),
+                    Kind::GoogleAdopt | Kind::RedpandaAdopt => {
+                        let op: Value = http
+                            .post(format!("{sim}/sim/operations"))
+                            .json(&script)
+                            .send()
+                            .await?
+                            .error_for_status()?
+                            .json()
+                            .await?;
+                        let name = op["name"].as_str().ok_or("no name")?.to_owned();
+                        let handle = match kind {
+                            Kind::RedpandaAdopt => json!({
+                                "id": name.trim_start_matches("operations/")
+                            }),
+                            _ => json!({"name": name}),
+                        };
+                        (Some(handle), Some(name))
+                    }
+                };
                 let name = format!("op-{i:05}");
+                let mut spec = json!({"providerRef": {"name": kind.provider()}});
+                match operation {
+                    Some(handle) => spec["operation"] = handle,
+                    None => {
+                        spec["start"] = json!({
+                            "path": "projects/demo/clusters",
+                            "body": {"simulate": script},
+                        })
+                    }
+                }
                 let lro: LongRunningOperation = serde_json::from_value(json!({
                     "apiVersion": "lro.dev/v1alpha1",
                     "kind": "LongRunningOperation",
                     "metadata": {"name": name},
-                    "spec": {"providerRef": {"name": "sim"}, "operation": {"name": upstream}},
+                    "spec": spec,
                 }))?;
                 lros.create(&PostParams::default(), &lro).await?;
-                Ok::<_, Error>((name, upstream, secs))
+                Ok::<_, Error>((name, upstream, secs, kind))
             }
         })
         .buffer_unordered(16)
         .try_collect()
         .await?;
-    log(&format!(
-        "created in {:.1} s; waiting for Ready",
-        created_at.elapsed().as_secs_f64()
-    ));
+    let creation = created_at.elapsed().as_secs_f64();
+    log(&format!("created in {creation:.1} s; waiting for Ready"));
 
     // Bounded: the longest operation, plus the creation time, plus a few max intervals.
     let deadline = Instant::now()
         + Duration::from_secs_f64(args.dist.max() + 5.0 * args.max + 120.0)
         + created_at.elapsed();
+    let restart_at = created_at + Duration::from_secs_f64(args.dist.max() / 2.0);
+    // (unix ms when the operator was killed, unix ms when the new one was started,
+    //  how long until it served its health port, the first run's metrics and usage)
+    let mut restart: Option<(u64, u64, f64, String, Option<(f64, u64)>)> = None;
     let mut last_report = Instant::now();
     loop {
         let ready = {
@@ -603,6 +786,36 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         if Instant::now() > deadline {
             log(&format!("deadline passed with {ready}/{} ready", args.ops));
             break;
+        }
+        if args.restart && restart.is_none() && Instant::now() >= restart_at {
+            let metrics = http
+                .get(format!("{health}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let usage = proc_usage(op_pid);
+            let first = procs.children.len() - 1;
+            procs.children[first].kill()?;
+            procs.children[first].wait()?;
+            let killed_ms = now_ms();
+            log(&format!(
+                "restart: killed the operator (SIGKILL) with {ready}/{} ready",
+                args.ops
+            ));
+            let started = Instant::now();
+            let started_ms = now_ms();
+            let (operator, pid, url) =
+                start_operator(args, &kubeconfig, &ns, &logs, "operator-2").await?;
+            procs.children.push(operator);
+            (op_pid, health) = (pid, url);
+            restart = Some((
+                killed_ms,
+                started_ms,
+                started.elapsed().as_secs_f64(),
+                metrics,
+                usage,
+            ));
         }
         if last_report.elapsed() > Duration::from_secs(15) {
             log(&format!("{ready}/{} ready", args.ops));
@@ -640,14 +853,36 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     let tracks = tracks.lock().unwrap_or_else(|e| e.into_inner());
     let (mut req_econ, mut write_econ, mut det, mut det_rel) = (vec![], vec![], vec![], vec![]);
     let (mut gets_total, mut ideal_total, mut writes_total, mut obs_total) = (0u64, 0u64, 0, 0);
+    let mut per_kind: HashMap<Kind, PerKind> = HashMap::new();
+    // Upstream request times by provider (GETs, and the creates of started operations).
+    let mut sent: HashMap<&str, Vec<u64>> = HashMap::new();
+    // Restart: how late each operation's first poll after it came, against its schedule.
+    let (mut resume_late, mut resume_after) = (vec![], vec![]);
     let mut missing = 0;
-    for (name, upstream, _secs) in &names {
-        let op = &stats["operations"][upstream];
-        let (Some(track), Some(done_ms), Some(gets)) = (
-            tracks.get(name),
-            op["doneAtMs"].as_u64(),
-            op["gets"].as_u64(),
-        ) else {
+    for (name, upstream, _secs, kind) in &names {
+        let Some(track) = tracks.get(name) else {
+            missing += 1;
+            continue;
+        };
+        let Some(upstream) = upstream.clone().or(track.handle.clone()) else {
+            missing += 1;
+            continue;
+        };
+        let op = &stats["operations"][&upstream];
+        let times: Vec<u64> = op["getTimesMs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        let entry = sent.entry(kind.provider()).or_default();
+        entry.extend(&times);
+        if *kind == Kind::GoogleStart
+            && let Some(at) = op["createdAtMs"].as_u64()
+        {
+            entry.push(at);
+        }
+        let (Some(done_ms), Some(gets)) = (op["doneAtMs"].as_u64(), op["gets"].as_u64()) else {
             missing += 1;
             continue;
         };
@@ -655,13 +890,22 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             missing += 1;
             continue;
         };
-        // Point 0 is the first poll (which saw RUNNING and set lastChangeAt); then every point
-        // up to done; then the one poll that sees done.
+        let seed = seed_of(&track.uid);
+        // Point 0 is the change that set lastChangeAt: for an adopted operation the first poll
+        // (which saw RUNNING), for a started one the start's answer. Then every point up to
+        // done, then the one poll that sees done.
         let elapsed = done_ms.saturating_sub(since) as f64 / 1000.0;
-        let ideal = schedule.polls_within(elapsed, seed_of(&track.uid)) + 1;
+        let ideal = match kind {
+            Kind::GoogleStart => schedule.polls_within(elapsed, seed),
+            _ => schedule.polls_within(elapsed, seed) + 1,
+        };
         req_econ.push(gets as f64 / ideal as f64);
         gets_total += gets;
         ideal_total += ideal;
+        let k = per_kind.entry(*kind).or_default();
+        k.gets += gets;
+        k.ideal += ideal;
+        k.econ.push(gets as f64 / ideal as f64);
         let obs = track.observations.len().max(1) as u64;
         write_econ.push(track.writes as f64 / obs as f64);
         writes_total += track.writes;
@@ -672,6 +916,27 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             .min(args.initial + (args.multiplier - 1.0) * elapsed);
         det.push(latency);
         det_rel.push(latency / interval);
+        // Still running when the operator was killed: when did polling resume?
+        if let Some((killed, started, ..)) = &restart
+            && done_ms > *killed
+            && since < *killed
+            && let Some(first) = times.iter().find(|t| **t >= *killed)
+        {
+            // A restart resumes at the schedule's next point after the new process first looks
+            // at the operation: the first poll should sit on a schedule point (the latest one
+            // before it), and come within one (jittered) interval of the new start.
+            let at = first.saturating_sub(since) as f64 / 1000.0;
+            let mut point = 0.0;
+            loop {
+                let next = schedule.next_after(point, seed);
+                if next > at + 1e-9 {
+                    break;
+                }
+                point = next;
+            }
+            resume_late.push(at - point);
+            resume_after.push(first.saturating_sub(*started) as f64 / 1000.0);
+        }
     }
     let measured = req_econ.len();
 
@@ -679,16 +944,28 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     println!("## lro-operator scale benchmark");
     println!();
     println!(
-        "operations: {} (adopted, google protocol, {}, progress off); measured: {measured}; \
-         not measured: {missing}",
+        "operations: {} ({}; {}, progress off); measured: {measured}; not measured: {missing}",
         args.ops,
+        mix.join(", "),
         args.dist.describe()
     );
     println!(
-        "policy: initialInterval {} s, maxInterval {} s, multiplier {}, jitter {}",
-        args.initial, args.max, args.multiplier, args.jitter
+        "policy: initialInterval {} s, maxInterval {} s, multiplier {}, jitter {}; rate limit: {}; \
+         operator --concurrency {}",
+        args.initial,
+        args.max,
+        args.multiplier,
+        args.jitter,
+        args.rate_limit
+            .map(|(r, b)| format!("{r}/s, burst {b}, per provider"))
+            .unwrap_or_else(|| "none".into()),
+        args.concurrency
+            .map_or("32 (default)".into(), |c| c.to_string()),
     );
-    println!("wall time from first create to last Ready: {wall:.1} s");
+    println!(
+        "creation of the objects (and simulator operations): {creation:.1} s; \
+         wall time from first create to last Ready: {wall:.1} s"
+    );
     println!();
     println!(
         "request economy (sim GETs / ideal): mean {:.3}, p50 {:.3}, p99 {:.3}, max {:.3}; \
@@ -699,6 +976,19 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         pct(&mut req_econ, 100.0),
         gets_total as f64 / ideal_total.max(1) as f64,
     );
+    for kind in &args.mix {
+        if let Some(k) = per_kind.get_mut(kind) {
+            println!(
+                "  {}: {} GETs / {} ideal = {:.3}, max {:.3} ({} operations)",
+                kind.label(),
+                k.gets,
+                k.ideal,
+                k.gets as f64 / k.ideal.max(1) as f64,
+                pct(&mut k.econ, 100.0),
+                k.econ.len(),
+            );
+        }
+    }
     println!(
         "write economy (status writes seen / distinct observations): mean {:.3}, p99 {:.3}, \
          max {:.3}; total {writes_total} / {obs_total}",
@@ -716,33 +1006,145 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         pct(&mut det_rel.clone(), 99.0),
         pct(&mut det_rel, 100.0),
     );
-    match histogram(&metrics, "lro_poll_lateness_seconds") {
-        Some(h) => println!(
-            "poll lateness (operator histogram, bucket bounds): n {}, mean {:.3} s, p50 {}, \
-             p99 {}, max {}",
-            h.count, h.mean, h.p50, h.p99, h.max_bucket
-        ),
-        None => println!("poll lateness: no samples in lro_poll_lateness_seconds"),
+    let runs: Vec<(&str, &str)> = match &restart {
+        Some((.., first, _)) => vec![("before the restart", first), ("after it", &metrics)],
+        None => vec![("", &metrics)],
+    };
+    for (when, text) in &runs {
+        match histogram(text, "lro_poll_lateness_seconds") {
+            Some(h) => println!(
+                "poll lateness{}{when} (operator histogram, bucket bounds): n {}, mean {:.3} s, \
+                 p50 {}, p99 {}, max {}",
+                if when.is_empty() { "" } else { " " },
+                h.count,
+                h.mean,
+                h.p50,
+                h.p99,
+                h.max_bucket
+            ),
+            None => println!("poll lateness {when}: no samples in lro_poll_lateness_seconds"),
+        }
     }
-    match usage {
-        Some((cpu, hwm)) => println!(
-            "operator: {cpu:.2} CPU s over {wall:.0} s ({:.3} core average), peak RSS {:.1} MiB",
-            cpu / wall.max(1.0),
-            hwm as f64 / 1024.0
-        ),
-        None => println!("operator: exited before it could be measured"),
+    let first_usage = restart.as_ref().and_then(|r| r.4);
+    match (usage, first_usage, restart.is_some()) {
+        (Some((cpu, hwm)), first, restarted) => {
+            let (cpu0, hwm0) = first.unwrap_or((0.0, 0));
+            let total = cpu + cpu0;
+            println!(
+                "operator: {total:.2} CPU s over {wall:.0} s ({:.3} core average), peak RSS {:.1} MiB{}",
+                total / wall.max(1.0),
+                hwm.max(hwm0) as f64 / 1024.0,
+                if restarted {
+                    format!(
+                        " (first run {cpu0:.2} s, {:.1} MiB; second {cpu:.2} s, {:.1} MiB)",
+                        hwm0 as f64 / 1024.0,
+                        hwm as f64 / 1024.0
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        }
+        (None, ..) => println!("operator: exited before it could be measured"),
     }
-    match counter_sum(&metrics, "lro_status_writes_total") {
-        Some(n) => println!("operator status writes (lro_status_writes_total): {n}"),
-        None => println!("operator status writes: no lro_status_writes_total series"),
+    let mut scrapes = vec![metrics.as_str()];
+    if let Some((.., first, _)) = &restart {
+        scrapes.push(first);
     }
+    let writes: f64 = scrapes
+        .iter()
+        .filter_map(|t| counter_sum(t, "lro_status_writes_total"))
+        .sum();
+    println!("operator status writes (lro_status_writes_total): {writes}");
+    let api = apiserver_requests(&scrapes);
+    let api_total: f64 = api.iter().map(|(_, n)| n).sum();
     println!(
-        "apiserver requests: not measured (the operator exports no apiserver request counter)"
+        "apiserver requests (lro_apiserver_requests_total): {api_total} in total, {:.2} per operation, {:.1}/s",
+        api_total / args.ops as f64,
+        api_total / wall.max(1.0)
     );
+    for (what, n) in &api {
+        println!("  {what}: {n}");
+    }
     println!(
         "sim upstream requests in total: {}",
         stats["totalRequests"].as_u64().unwrap_or(0)
     );
+    // Upstream rate: the busiest second and, with a limit, whether it held.
+    for (provider, times) in &mut sent {
+        times.sort_unstable();
+        let relative: Vec<String> = times
+            .iter()
+            .map(|t| format!("{}", t.saturating_sub(created_ms)))
+            .collect();
+        std::fs::write(
+            logs.join(format!("sent-{provider}.txt")),
+            relative.join("\n"),
+        )?;
+        let peak = busiest(times, 1000);
+        let span = (times.last().copied().unwrap_or(0) - times.first().copied().unwrap_or(0))
+            as f64
+            / 1000.0;
+        let limit = args
+            .rate_limit
+            .map(|(r, b)| {
+                let over = [1000u64, 5000, 30000]
+                    .iter()
+                    .filter(|w| busiest(times, **w) as f64 > b as f64 + r * **w as f64 / 1000.0)
+                    .count();
+                format!(
+                    "; limit {r}/s burst {b}: {}",
+                    if over == 0 {
+                        "never exceeded (1 s, 5 s, 30 s windows)".to_owned()
+                    } else {
+                        format!("EXCEEDED in {over} of the 1 s, 5 s, 30 s windows")
+                    }
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "upstream requests to {provider}: {} over {span:.0} s ({:.1}/s average), busiest second {peak}{limit}",
+            times.len(),
+            times.len() as f64 / span.max(1.0)
+        );
+    }
+    if let Some((killed, started, ready_after, ..)) = &restart {
+        let mut all: Vec<u64> = sent.values().flatten().copied().collect();
+        all.sort_unstable();
+        let window = (args.max * 1000.0) as u64;
+        let in_range = |from: u64, to: u64| -> Vec<u64> {
+            all.iter()
+                .copied()
+                .filter(|t| (from..to).contains(t))
+                .collect()
+        };
+        let before = in_range(killed.saturating_sub(window), *killed);
+        let after = in_range(*started, started + window);
+        println!(
+            "restart: killed at {:.0} s, new operator started and its caches synced after {ready_after:.2} s; \
+             upstream requests in the max interval before: {} (busiest second {}), \
+             in the max interval after: {} (busiest second {})",
+            killed.saturating_sub(created_ms) as f64 / 1000.0,
+            before.len(),
+            busiest(&before, 1000),
+            after.len(),
+            busiest(&after, 1000),
+        );
+        let bound = args.max * (1.0 + args.jitter) + ready_after;
+        let within = resume_after.iter().filter(|a| **a <= bound).count();
+        println!(
+            "restart: {} operations were running; first poll after the new start: p50 {:.2} s, \
+             max {:.2} s; {within} of them within one jittered max interval plus the start-up \
+             ({bound:.2} s); first poll after the schedule point it belongs to: p50 {:.3} s, \
+             p99 {:.3} s, max {:.3} s",
+            resume_after.len(),
+            pct(&mut resume_after.clone(), 50.0),
+            pct(&mut resume_after, 100.0),
+            pct(&mut resume_late.clone(), 50.0),
+            pct(&mut resume_late.clone(), 99.0),
+            pct(&mut resume_late, 100.0),
+        );
+    }
     println!("logs: {}", logs.display());
     drop(procs);
     Ok(())

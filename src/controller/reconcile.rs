@@ -234,11 +234,12 @@ async fn reconcile_inner(
             remember(&ctx, &uid, memory, current, poll_due);
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
-        // The provider's rate limit: a request over it waits for its turn, off the workers.
+        // The provider's rate limit: a request over it waits for its turn, off the workers; a
+        // turn taken for a request that is no longer due is given up.
+        let held = memory.rate_turn.take();
         if let Some(limit) = &provider_spec.rate_limit
             && !matches!(decision.action, Action::Wait(_))
         {
-            let held = memory.rate_turn.take();
             let now = Instant::now();
             if let Turn::At(turn) = ctx.rate_limits.admit(&provider_key, limit, held, now) {
                 let wait = turn.saturating_duration_since(now);
@@ -249,6 +250,12 @@ async fn reconcile_inner(
                 memory.rate_turn = Some(turn);
                 remember(&ctx, &uid, memory, current, poll_due);
                 return Ok(Requeue::requeue(wait.max(Duration::from_millis(1))));
+            }
+            // Its turn has come; the gate spreads requests that came back late together.
+            let wait = ctx.rate_limits.gate(&provider_key, limit, Instant::now());
+            if !wait.is_zero() {
+                ctx.metrics.rate_limit_waited(&provider_key, wait);
+                tokio::time::sleep(wait).await;
             }
         }
         event = match decision.action {

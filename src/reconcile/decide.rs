@@ -613,6 +613,14 @@ impl Decider<'_> {
         if let Some(not_before) = memory.not_before {
             return not_before;
         }
+        // Adopted and never answered: point 0, the first poll, is still to be sent (it may have
+        // been held back by the provider's rate limit). Once per process at most: `sent`.
+        if !memory.sent
+            && self.input.spec.operation.is_some()
+            && self.status.upstream_state.is_none()
+        {
+            return self.input.now;
+        }
         let since = self
             .status
             .last_change_at

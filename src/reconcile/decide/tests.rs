@@ -477,6 +477,17 @@ fn a_new_object_starts_or_adopts() {
             },
         },
         Row {
+            // The first poll of an adopted operation was held back (the provider's rate limit):
+            // it stays due until it is sent, not pushed to the schedule's next point.
+            name: "adopted, first poll not sent yet: still due",
+            given: World::new(false).then(&Event::Reconcile).at(0.4),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::Is(Action::Poll),
+            reason: "Polling",
+            check: nothing,
+        },
+        Row {
             name: "new + start, provider unavailable: Pending, retried in 30 s",
             given: World::new(true),
             event: Event::ProviderUnavailable("OperationProvider cloud not found".into()),
