@@ -559,6 +559,20 @@ async fn start_operator(
     Ok((operator, pid, health))
 }
 
+/// The restart at half-time.
+struct Restart {
+    /// When the operator was killed (unix ms).
+    killed_ms: u64,
+    /// When the new one was started (unix ms).
+    started_ms: u64,
+    /// Seconds until the new one had its caches synced.
+    ready_after: f64,
+    /// The first run's last metrics scrape.
+    metrics: String,
+    /// The first run's (CPU seconds, peak RSS KiB).
+    usage: Option<(f64, u64)>,
+}
+
 /// The operations of one kind, for the per-kind figures.
 #[derive(Default)]
 struct PerKind {
@@ -768,9 +782,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         + Duration::from_secs_f64(args.dist.max() + 5.0 * args.max + 120.0)
         + created_at.elapsed();
     let restart_at = created_at + Duration::from_secs_f64(args.dist.max() / 2.0);
-    // (unix ms when the operator was killed, unix ms when the new one was started,
-    //  how long until it served its health port, the first run's metrics and usage)
-    let mut restart: Option<(u64, u64, f64, String, Option<(f64, u64)>)> = None;
+    let mut restart: Option<Restart> = None;
     let mut last_report = Instant::now();
     loop {
         let ready = {
@@ -809,13 +821,13 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
                 start_operator(args, &kubeconfig, &ns, &logs, "operator-2").await?;
             procs.children.push(operator);
             (op_pid, health) = (pid, url);
-            restart = Some((
+            restart = Some(Restart {
                 killed_ms,
                 started_ms,
-                started.elapsed().as_secs_f64(),
+                ready_after: started.elapsed().as_secs_f64(),
                 metrics,
                 usage,
-            ));
+            });
         }
         if last_report.elapsed() > Duration::from_secs(15) {
             log(&format!("{ready}/{} ready", args.ops));
@@ -917,7 +929,11 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         det.push(latency);
         det_rel.push(latency / interval);
         // Still running when the operator was killed: when did polling resume?
-        if let Some((killed, started, ..)) = &restart
+        if let Some(Restart {
+            killed_ms: killed,
+            started_ms: started,
+            ..
+        }) = &restart
             && done_ms > *killed
             && since < *killed
             && let Some(first) = times.iter().find(|t| **t >= *killed)
@@ -1007,7 +1023,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         pct(&mut det_rel, 100.0),
     );
     let runs: Vec<(&str, &str)> = match &restart {
-        Some((.., first, _)) => vec![("before the restart", first), ("after it", &metrics)],
+        Some(r) => vec![("before the restart", &r.metrics), ("after it", &metrics)],
         None => vec![("", &metrics)],
     };
     for (when, text) in &runs {
@@ -1025,7 +1041,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             None => println!("poll lateness {when}: no samples in lro_poll_lateness_seconds"),
         }
     }
-    let first_usage = restart.as_ref().and_then(|r| r.4);
+    let first_usage = restart.as_ref().and_then(|r| r.usage);
     match (usage, first_usage, restart.is_some()) {
         (Some((cpu, hwm)), first, restarted) => {
             let (cpu0, hwm0) = first.unwrap_or((0.0, 0));
@@ -1048,8 +1064,8 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         (None, ..) => println!("operator: exited before it could be measured"),
     }
     let mut scrapes = vec![metrics.as_str()];
-    if let Some((.., first, _)) = &restart {
-        scrapes.push(first);
+    if let Some(r) = &restart {
+        scrapes.push(&r.metrics);
     }
     let writes: f64 = scrapes
         .iter()
@@ -1108,7 +1124,13 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             times.len() as f64 / span.max(1.0)
         );
     }
-    if let Some((killed, started, ready_after, ..)) = &restart {
+    if let Some(Restart {
+        killed_ms: killed,
+        started_ms: started,
+        ready_after,
+        ..
+    }) = &restart
+    {
         let mut all: Vec<u64> = sent.values().flatten().copied().collect();
         all.sort_unstable();
         let window = (args.max * 1000.0) as u64;
