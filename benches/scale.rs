@@ -806,6 +806,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
                 .await?
                 .text()
                 .await?;
+            std::fs::write(logs.join("metrics-before-restart.txt"), &metrics)?;
             let usage = proc_usage(op_pid);
             let first = procs.children.len() - 1;
             procs.children[first].kill()?;

@@ -199,7 +199,7 @@ async fn rendered_objects_follow_the_values() {
         "--max-interval=60s",
         "--multiplier=1.5",
         "--jitter=0.1",
-        "--concurrency=32",
+        "--concurrency=128",
         "--webhook-addr=0.0.0.0:9443",
         "--webhook-cert-dir=/tls",
     ] {

@@ -70,8 +70,9 @@ pub struct RunArgs {
     /// Largest upstream response body read, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     pub max_response_bytes: usize,
-    /// Operations reconciled at once.
-    #[arg(long, default_value_t = 32)]
+    /// Operations reconciled at once (each holds a worker while it talks to the apiserver and
+    /// the upstream; with slow upstreams and thousands of operations, more may be needed).
+    #[arg(long, default_value_t = 128)]
     pub concurrency: u16,
     /// Log as JSON lines.
     #[arg(long)]

@@ -21,6 +21,9 @@ use crate::upstream::rate_limit::Turn;
 const MAX_ROUNDS: usize = 4;
 /// A long safety requeue for objects that wait only on changes.
 const RESYNC: Duration = Duration::from_secs(3600);
+/// How often an operation waiting on a dependency this replica does not watch (another shard)
+/// looks at it again.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(30);
 
 /// The reconcile entry point for kube-runtime.
 pub async fn reconcile(
@@ -160,18 +163,22 @@ async fn reconcile_inner(
         .unwrap_or_default();
 
     // Dependencies and templates matter only before the start.
-    let prerequisites = if matches!(current.phase, None | Some(Phase::Pending)) {
+    let (prerequisites, uncached) = if matches!(current.phase, None | Some(Phase::Pending)) {
         match workflow::observe(&api, ctx.caches.operations.store(), &op).await {
-            Ok(p) => p,
+            Ok(observed) => observed,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the dependencies");
                 return Ok(Requeue::requeue(Duration::from_secs(5)));
             }
         }
     } else {
-        crate::reconcile::Prerequisites::default()
+        (crate::reconcile::Prerequisites::default(), false)
     };
+    // A dependency outside this replica's cache (another shard) does not wake us: look again.
+    let resync = if uncached { DEPENDENCY_RECHECK } else { RESYNC };
 
+    // What the apiserver holds; `current` runs ahead of it while a poll is under way.
+    let mut written = current.clone();
     for _ in 0..MAX_ROUNDS {
         let now = jiff::Timestamp::now();
         // The full result, before the status caps it: outputs are written from it.
@@ -212,25 +219,24 @@ async fn reconcile_inner(
             .await
             .map_err(ReconcileError::Status)?;
         }
-        if decision.status != current {
-            status::write(&api, &name, &decision.status)
-                .await
-                .map_err(ReconcileError::Status)?;
-            ctx.metrics.status_written();
-            current = decision.status;
-            if let Some(handle) = handle_of(Some(&current)) {
-                tracing::Span::current().record("operation", handle);
-            }
+        current = decision.status;
+        // A poll needs nothing persisted first: its outcome is written with what it observed
+        // (one write per observation, not one more before the first poll of an adopted
+        // operation). Everything else is written now; every return below writes what is left.
+        if !matches!(decision.action, Action::Poll) {
+            flush(&ctx, &api, &name, &current, &mut written).await?;
         }
         status::publish(&ctx, &op, &decision.notices).await;
         let (Some(provider_spec), Some(dialect), Some(meter), Some(client)) =
             (&provider_spec, dialect.as_deref(), &meter, &client)
         else {
-            return Ok(requeue(decision.action));
+            flush(&ctx, &api, &name, &current, &mut written).await?;
+            return Ok(requeue(decision.action, resync));
         };
         // Upstream requests only while this replica surely holds the Lease (see `leader`).
         if !matches!(decision.action, Action::Wait(_)) && !ctx.leadership.is_valid() {
             debug!("not sure to hold the Lease: no upstream request");
+            flush(&ctx, &api, &name, &current, &mut written).await?;
             remember(&ctx, &uid, memory, current, poll_due);
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
@@ -248,6 +254,7 @@ async fn reconcile_inner(
                 }
                 debug!(?wait, "waiting for the provider's rate limit");
                 memory.rate_turn = Some(turn);
+                flush(&ctx, &api, &name, &current, &mut written).await?;
                 remember(&ctx, &uid, memory, current, poll_due);
                 return Ok(Requeue::requeue(wait.max(Duration::from_millis(1))));
             }
@@ -344,13 +351,36 @@ async fn reconcile_inner(
                         .and_then(|d| now.checked_add(d).ok());
                     remember(&ctx, &uid, memory, current, poll_due);
                 }
-                return Ok(requeue(Action::Wait(after)));
+                return Ok(requeue(Action::Wait(after), resync));
             }
         };
         debug!(?event, "upstream answered");
     }
+    flush(&ctx, &api, &name, &current, &mut written).await?;
     remember(&ctx, &uid, memory, current, poll_due);
     Ok(Requeue::requeue(Duration::from_secs(1)))
+}
+
+/// Writes `current` if it is not what was last `written`.
+async fn flush(
+    ctx: &Context,
+    api: &Api<LongRunningOperation>,
+    name: &str,
+    current: &LongRunningOperationStatus,
+    written: &mut LongRunningOperationStatus,
+) -> Result<(), ReconcileError> {
+    if current == written {
+        return Ok(());
+    }
+    status::write(api, name, current)
+        .await
+        .map_err(ReconcileError::Status)?;
+    ctx.metrics.status_written();
+    *written = current.clone();
+    if let Some(handle) = handle_of(Some(current)) {
+        tracing::Span::current().record("operation", handle);
+    }
+    Ok(())
 }
 
 /// Writes `spec.outputs` and the `OutputsPublished` condition.
@@ -393,10 +423,10 @@ pub fn error_policy(
     Requeue::requeue(Duration::from_secs(5))
 }
 
-fn requeue(action: Action) -> Requeue {
+fn requeue(action: Action, resync: Duration) -> Requeue {
     match action {
         Action::Wait(Some(after)) => Requeue::requeue(after),
-        Action::Wait(None) => Requeue::requeue(RESYNC),
+        Action::Wait(None) => Requeue::requeue(resync),
         // Not reached: every other action is taken before returning.
         _ => Requeue::requeue(Duration::from_secs(1)),
     }

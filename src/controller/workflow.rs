@@ -16,16 +16,17 @@ const MAX_GRAPH: usize = 1000;
 
 /// Observes the dependencies of `op` (from the controller's cache of operations; a dependency
 /// it does not hold, say in another shard, is read from the apiserver) and renders its templated
-/// start once they have all succeeded. Only called before the operation starts.
+/// start once they have all succeeded. Only called before the operation starts. The flag is
+/// true when a dependency came from the apiserver: its changes will not wake `op`.
 pub async fn observe(
     api: &Api<LongRunningOperation>,
     store: &Store<LongRunningOperation>,
     op: &LongRunningOperation,
-) -> Result<Prerequisites, kube::Error> {
+) -> Result<(Prerequisites, bool), kube::Error> {
     let mut pre = Prerequisites::default();
     let templated = op.spec.start.as_ref().is_some_and(template::is_templated);
     if op.spec.depends_on.is_empty() && !templated {
-        return Ok(pre);
+        return Ok((pre, false));
     }
     let namespace = op.namespace();
     let mut all: Vec<Arc<LongRunningOperation>> = if op.spec.depends_on.is_empty() {
@@ -37,11 +38,13 @@ pub async fn observe(
             .filter(|o| o.namespace() == namespace)
             .collect()
     };
+    let mut uncached = false;
     for dep in &op.spec.depends_on {
         if !all.iter().any(|o| o.name_any() == *dep)
             && let Some(o) = api.get_opt(dep).await?
         {
             all.push(Arc::new(o));
+            uncached = true;
         }
     }
     let by_name: BTreeMap<String, &LongRunningOperation> =
@@ -78,7 +81,7 @@ pub async fn observe(
         let vars = template::variables(&deps, &self_json(op));
         pre.rendered = Some(template::render(start, &vars));
     }
-    Ok(pre)
+    Ok((pre, uncached))
 }
 
 /// `self` in templates: the metadata a user wrote, and the spec.
