@@ -99,6 +99,8 @@ async fn values_schema_rejects_invalid_values() {
         ("operator.polling.jitter=0.9", "jitter"),
         ("operator.polling.multiplier=0.5", "multiplier"),
         ("operator.concurrency=0", "concurrency"),
+        ("operator.shard=-a-", "shard"),
+        ("operator.excludeShards[0]=a b", "excludeShards"),
         ("operator.watchNamespace=Not_A_Namespace", "watchNamespace"),
         ("operator.leaderElection.enabled=maybe", "enabled"),
         ("metrics.service.type=ExternalName", "type"),
@@ -338,6 +340,30 @@ async fn rendered_objects_follow_the_values() {
         args.iter().any(|a| a == "--webhook-addr=0.0.0.0:10443"),
         "{args:?}"
     );
+    // A shard: its flag, and its own Lease (flag and Role) unless one is named.
+    let shard = render(&["--set=operator.shard=a"]).await;
+    let args = container_args(&find(&shard, "Deployment"), &[]);
+    for arg in ["--shard=a", "--lease-name=lro-operator-a"] {
+        assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
+    }
+    let lease_role = shard
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role" && o["metadata"]["name"] == "rel-lro-operator-leader-election"
+        })
+        .expect("the leader-election Role");
+    assert_eq!(
+        lease_role["rules"][1]["resourceNames"],
+        json!(["lro-operator-a"])
+    );
+    let rest = render(&["--set=operator.excludeShards={a,b}"]).await;
+    let args = container_args(&find(&rest, "Deployment"), &[]);
+    assert!(args.iter().any(|a| a == "--exclude-shards=a,b"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a == "--lease-name=lro-operator"),
+        "{args:?}"
+    );
+
     let named = render(&[
         "--set=webhook.certManager.enabled=true",
         "--set=webhook.certManager.issuerRef.name=corp-ca",

@@ -6,10 +6,13 @@
 //! "not in the cache" means "does not exist", never "not listed yet".
 
 use futures::{Stream, StreamExt};
-use kube::Resource;
 use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
+
+/// The annotation `kubectl apply` keeps a copy of the applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A reflector store and whether its first list is complete.
 #[derive(Clone)]
@@ -39,6 +42,12 @@ where
     {
         let (store, writer) = reflector::store();
         let (tx, synced) = watch::channel(false);
+        // What the operator never reads is not kept: with thousands of objects, managedFields
+        // and kubectl's last-applied copy of the spec are most of each object's memory.
+        let events = events.modify(|object: &mut K| {
+            object.managed_fields_mut().clear();
+            object.annotations_mut().remove(LAST_APPLIED);
+        });
         let stream = reflector::reflector(writer, events).inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 tx.send_replace(true);

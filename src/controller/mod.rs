@@ -189,8 +189,8 @@ pub enum ReconcileError {
 pub struct Remembered {
     /// Poll history.
     pub memory: Memory,
-    /// The status last written (the watch cache may lag behind it).
-    pub status: crate::api::LongRunningOperationStatus,
+    /// The status last written, until the watch cache holds it (the cache may lag behind).
+    pub status: Option<crate::api::LongRunningOperationStatus>,
     /// When the next poll was scheduled (for `lro_poll_lateness_seconds`).
     pub poll_due: Option<jiff::Timestamp>,
 }

@@ -31,9 +31,7 @@ pub fn users_of(
         Target::Cluster(p) => (ProviderKind::ClusterOperationProvider, p.name_any(), None),
     };
     store
-        .state()
-        .iter()
-        .filter(|op| {
+        .state_filter(|op| {
             op.spec.provider_ref.kind == kind
                 && op.spec.provider_ref.name == name
                 && (namespace.is_none() || op.namespace() == namespace)
@@ -43,6 +41,7 @@ pub fn users_of(
                     .and_then(|s| s.phase)
                     .is_some_and(|p| p.is_terminal())
         })
+        .iter()
         .map(|op| ObjectRef::from_obj(op.as_ref()))
         .collect()
 }

@@ -72,12 +72,9 @@ async fn reconcile_inner(
     let uid = op.uid().ok_or(ReconcileError::Malformed("a uid"))?;
     let name = op.name_any();
     let api: Api<LongRunningOperation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (mut memory, written, mut poll_due) = recall(&ctx, &uid);
+    let (mut memory, written, mut poll_due) = recall(&ctx, &uid, op.status.as_ref());
     // The status subresource is the operator's alone: if the cache is behind our last write, trust the write.
-    let mut current = match written {
-        Some(w) if op.status.as_ref() != Some(&w) => w,
-        _ => op.status.clone().unwrap_or_default(),
-    };
+    let mut current = written.unwrap_or_else(|| op.status.clone().unwrap_or_default());
 
     let deleting = finalizer::deleting(&op);
     if op.metadata.deletion_timestamp.is_some() && !deleting {
@@ -409,7 +406,7 @@ async fn publish_outputs(
 fn remember_status(ctx: &Context, uid: &str, status: &LongRunningOperationStatus) {
     let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(r) = map.get_mut(uid) {
-        r.status = status.clone();
+        r.status = Some(status.clone());
     }
 }
 
@@ -438,10 +435,17 @@ type Recalled = (
     Option<jiff::Timestamp>,
 );
 
-fn recall(ctx: &Context, uid: &str) -> Recalled {
-    let map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-    match map.get(uid) {
-        Some(r) => (r.memory.clone(), Some(r.status.clone()), r.poll_due),
+/// The memory of `uid`, the status last written while the cache (`cached`) has not caught up
+/// with it, and when its next poll is due. A written status the cache holds is let go.
+fn recall(ctx: &Context, uid: &str, cached: Option<&LongRunningOperationStatus>) -> Recalled {
+    let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get_mut(uid) {
+        Some(r) => {
+            if r.status.as_ref() == cached {
+                r.status = None;
+            }
+            (r.memory.clone(), r.status.clone(), r.poll_due)
+        }
         None => (Memory::new(jiff::Timestamp::now()), None, None),
     }
 }
@@ -456,7 +460,7 @@ fn remember(
     let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
     let remembered = Remembered {
         memory,
-        status,
+        status: Some(status),
         poll_due,
     };
     map.insert(uid.to_owned(), remembered);

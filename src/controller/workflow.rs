@@ -32,11 +32,7 @@ pub async fn observe(
     let mut all: Vec<Arc<LongRunningOperation>> = if op.spec.depends_on.is_empty() {
         Vec::new()
     } else {
-        store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace() == namespace)
-            .collect()
+        store.state_filter(|o| o.namespace() == namespace)
     };
     let mut uncached = false;
     for dep in &op.spec.depends_on {
@@ -132,17 +128,18 @@ pub fn dependents(
 ) -> Vec<LongRunningOperation> {
     let name = op.name_any();
     let namespace = op.namespace();
+    // Called on every change of every operation: `state_filter` clones only the matches.
     store
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == namespace && o.spec.depends_on.contains(&name))
-        .filter(|o| {
-            o.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_none_or(|p| p == Phase::Pending)
+        .state_filter(|o| {
+            o.spec.depends_on.contains(&name)
+                && o.namespace() == namespace
+                && o.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_none_or(|p| p == Phase::Pending)
         })
-        .map(|o| (**o).clone())
+        .into_iter()
+        .map(|o| (*o).clone())
         .collect()
 }
 

@@ -74,3 +74,13 @@ app.kubernetes.io/component: operator
 - {{ $svc }}.{{ $ns }}.svc
 - {{ $svc }}.{{ $ns }}.svc.cluster.local
 {{- end }}
+
+{{/* The leader-election Lease: leaseName, or lro-operator-<shard> for a shard left at the default. */}}
+{{- define "lro-operator.leaseName" -}}
+{{- $name := .Values.operator.leaderElection.leaseName -}}
+{{- if and .Values.operator.shard (eq $name "lro-operator") -}}
+{{- printf "%s-%s" $name .Values.operator.shard -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
+{{- end }}
