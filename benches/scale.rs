@@ -977,7 +977,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             .map(|(r, b)| format!("{r}/s, burst {b}, per provider"))
             .unwrap_or_else(|| "none".into()),
         args.concurrency
-            .map_or("32 (default)".into(), |c| c.to_string()),
+            .map_or("the default (128)".into(), |c| c.to_string()),
     );
     println!(
         "creation of the objects (and simulator operations): {creation:.1} s; \
