@@ -54,6 +54,10 @@ enum Kind {
     RedpandaAdopt,
     /// Starts one with `spec.start` (`google` protocol, `POST /v1/projects/demo/clusters`).
     GoogleStart,
+    /// Starts a Compute Engine insert and long-polls it (`compute` protocol with
+    /// `compute.longPoll`: `POST …/operations/…/wait`). Each wait holds a worker: not in the
+    /// default mix.
+    ComputeLongPoll,
 }
 
 impl Kind {
@@ -62,7 +66,11 @@ impl Kind {
             "google" => Ok(Kind::GoogleAdopt),
             "redpanda" => Ok(Kind::RedpandaAdopt),
             "google-start" => Ok(Kind::GoogleStart),
-            _ => Err(format!("unknown kind {s:?} (google, redpanda, google-start)").into()),
+            "compute-longpoll" => Ok(Kind::ComputeLongPoll),
+            _ => Err(format!(
+                "unknown kind {s:?} (google, redpanda, google-start, compute-longpoll)"
+            )
+            .into()),
         }
     }
 
@@ -71,6 +79,7 @@ impl Kind {
             Kind::GoogleAdopt => "google",
             Kind::RedpandaAdopt => "redpanda",
             Kind::GoogleStart => "google-start",
+            Kind::ComputeLongPoll => "compute-longpoll",
         }
     }
 
@@ -78,6 +87,7 @@ impl Kind {
         match self {
             Kind::GoogleAdopt | Kind::GoogleStart => "sim",
             Kind::RedpandaAdopt => "sim-redpanda",
+            Kind::ComputeLongPoll => "sim-compute",
         }
     }
 }
@@ -530,6 +540,10 @@ async fn start_operator(
     if let Some(c) = args.concurrency {
         command.args(["--concurrency", &c.to_string()]);
     }
+    if args.mix.contains(&Kind::ComputeLongPoll) {
+        // A wait is held up to the simulator's 20 s deadline: the request must outlast it.
+        command.args(["--request-timeout", "60s"]);
+    }
     // LRO_BENCH_OPERATOR_LOG: the operator's RUST_LOG (default info), for debugging a run.
     let filter = std::env::var("LRO_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into());
     let operator = command
@@ -645,6 +659,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     for (name, protocol, base) in [
         ("sim", "google", format!("{sim}/v1")),
         ("sim-redpanda", "redpanda", format!("{sim}/redpanda")),
+        ("sim-compute", "compute", format!("{sim}/compute/v1")),
     ] {
         let mut provider = json!({
             "apiVersion": "lro.dev/v1alpha1",
@@ -662,6 +677,9 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
                 },
             },
         });
+        if protocol == "compute" {
+            provider["spec"]["compute"] = json!({"longPoll": true});
+        }
         if let Some((rps, burst)) = args.rate_limit {
             provider["spec"]["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});
         }
@@ -730,7 +748,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             async move {
                 let script = json!({"durationSeconds": secs, "progress": false});
                 let (operation, upstream) = match kind {
-                    Kind::GoogleStart => (None, None),
+                    Kind::GoogleStart | Kind::ComputeLongPoll => (None, None),
                     Kind::GoogleAdopt | Kind::RedpandaAdopt => {
                         let op: Value = http
                             .post(format!("{sim}/sim/operations"))
@@ -754,6 +772,12 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
                 let mut spec = json!({"providerRef": {"name": kind.provider()}});
                 match operation {
                     Some(handle) => spec["operation"] = handle,
+                    None if kind == Kind::ComputeLongPoll => {
+                        spec["start"] = json!({
+                            "path": "projects/demo/zones/z/instances",
+                            "body": {"name": format!("vm-{i}"), "simulate": script},
+                        })
+                    }
                     None => {
                         spec["start"] = json!({
                             "path": "projects/demo/clusters",
@@ -871,13 +895,26 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     let mut sent: HashMap<&str, Vec<u64>> = HashMap::new();
     // Restart: how late each operation's first poll after it came, against its schedule.
     let (mut resume_late, mut resume_after) = (vec![], vec![]);
+    // Long-polled operations: (waits sent, the fewest possible, detection latency in s).
+    let mut long_polled: Vec<(u64, u64, f64)> = Vec::new();
+    // A started Compute operation is known to the simulator by its requestId (the object's uid).
+    let by_request_id: HashMap<&str, &str> = stats["operations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, op)| Some((op["requestId"].as_str()?, name.as_str())))
+        .collect();
     let mut missing = 0;
     for (name, upstream, _secs, kind) in &names {
         let Some(track) = tracks.get(name) else {
             missing += 1;
             continue;
         };
-        let Some(upstream) = upstream.clone().or(track.handle.clone()) else {
+        let upstream = match kind {
+            Kind::ComputeLongPoll => by_request_id.get(track.uid.as_str()).map(|n| n.to_string()),
+            _ => upstream.clone().or(track.handle.clone()),
+        };
+        let Some(upstream) = upstream else {
             missing += 1;
             continue;
         };
@@ -890,7 +927,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             .collect();
         let entry = sent.entry(kind.provider()).or_default();
         entry.extend(&times);
-        if *kind == Kind::GoogleStart
+        if matches!(kind, Kind::GoogleStart | Kind::ComputeLongPoll)
             && let Some(at) = op["createdAtMs"].as_u64()
         {
             entry.push(at);
@@ -903,6 +940,18 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             missing += 1;
             continue;
         };
+        let obs = track.observations.len().max(1) as u64;
+        write_econ.push(track.writes as f64 / obs as f64);
+        writes_total += track.writes;
+        obs_total += obs;
+        if *kind == Kind::ComputeLongPoll {
+            // Each wait answers when the operation is done or after the simulator's 20 s
+            // deadline: one wait per started 20 s of its life is the fewest possible.
+            let created = op["createdAtMs"].as_u64().unwrap_or(done_ms);
+            let fewest = done_ms.saturating_sub(created).div_ceil(20_000).max(1);
+            long_polled.push((gets, fewest, seen.saturating_sub(done_ms) as f64 / 1000.0));
+            continue;
+        }
         let seed = seed_of(&track.uid);
         // Point 0 is the change that set lastChangeAt: for an adopted operation the first poll
         // (which saw RUNNING), for a started one the start's answer. Then every point up to
@@ -919,10 +968,6 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         k.gets += gets;
         k.ideal += ideal;
         k.econ.push(gets as f64 / ideal as f64);
-        let obs = track.observations.len().max(1) as u64;
-        write_econ.push(track.writes as f64 / obs as f64);
-        writes_total += track.writes;
-        obs_total += obs;
         let latency = seen.saturating_sub(done_ms) as f64 / 1000.0;
         let interval = args
             .max
@@ -955,7 +1000,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             resume_after.push(first.saturating_sub(*started) as f64 / 1000.0);
         }
     }
-    let measured = req_econ.len();
+    let measured = req_econ.len() + long_polled.len();
 
     println!();
     println!("## lro-operator scale benchmark");
@@ -1023,6 +1068,20 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         pct(&mut det_rel.clone(), 99.0),
         pct(&mut det_rel, 100.0),
     );
+    if !long_polled.is_empty() {
+        let waits: u64 = long_polled.iter().map(|l| l.0).sum();
+        let fewest: u64 = long_polled.iter().map(|l| l.1).sum();
+        let mut det: Vec<f64> = long_polled.iter().map(|l| l.2).collect();
+        println!(
+            "compute long-poll: {} operations, {waits} waits for at least {fewest} \
+             ({:.3}); detection latency (Ready seen − done) p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            long_polled.len(),
+            waits as f64 / fewest.max(1) as f64,
+            pct(&mut det.clone(), 50.0),
+            pct(&mut det.clone(), 99.0),
+            pct(&mut det, 100.0),
+        );
+    }
     let runs: Vec<(&str, &str)> = match &restart {
         Some(r) => vec![("before the restart", &r.metrics), ("after it", &metrics)],
         None => vec![("", &metrics)],

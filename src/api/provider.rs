@@ -120,8 +120,9 @@ impl RateLimitSpec {
 pub struct ComputeOptions {
     /// Poll with `POST {selfLink}/wait` instead of `GET {selfLink}`: the upstream holds each
     /// answer until the operation is done or its own deadline passes (Compute Engine: 2
-    /// minutes), so completion is seen within one round trip while far fewer requests are
-    /// sent. Each wait occupies one of the operator's `--concurrency` workers while it is held,
+    /// minutes), and the next wait follows at once (at most one a second; after a failed one,
+    /// the poll schedule's backoff), so completion is seen within one round trip while far
+    /// fewer requests are sent. Each wait occupies one of the operator's `--concurrency` workers while it is held,
     /// and the operator's `--request-timeout` must be longer than the upstream's deadline (for
     /// Compute Engine, e.g. `--request-timeout=150s`): a wait cut short by the timeout counts as
     /// a failed poll. Deployment Manager has no `wait`; leave this off for it.

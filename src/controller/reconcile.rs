@@ -156,6 +156,7 @@ async fn reconcile_inner(
                 .as_ref()
                 .is_some_and(|s| d.idempotent_start(s)),
             can_cancel: d.can_cancel(),
+            long_poll: d.long_polls(),
         })
         .unwrap_or_default();
 

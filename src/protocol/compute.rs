@@ -44,6 +44,10 @@ impl Dialect for Compute {
         false
     }
 
+    fn long_polls(&self) -> bool {
+        self.long_poll
+    }
+
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
         RequestSpec::from_start_with_query_key(start, "requestId", request_id)
     }

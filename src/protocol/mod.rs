@@ -272,6 +272,11 @@ pub trait Dialect: Send + Sync {
     fn idempotent_start(&self, start: &StartRequest) -> bool;
     /// Whether the protocol has a cancel request.
     fn can_cancel(&self) -> bool;
+    /// Whether a poll is held by the upstream until the operation is done or the upstream's own
+    /// deadline passes (a long poll): then the next poll follows the last one at once.
+    fn long_polls(&self) -> bool {
+        false
+    }
     /// Builds the start request; `request_id` is the idempotency key, stable across resends.
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
     /// Builds the poll request for a handle, or says why the handle cannot be polled.

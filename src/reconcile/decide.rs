@@ -70,7 +70,14 @@ pub struct Caps {
     pub idempotent_start: bool,
     /// The protocol has a cancel request.
     pub can_cancel: bool,
+    /// Polls are long polls (held by the upstream): the next one follows at once, at most one
+    /// per [`LONG_POLL_GAP`], instead of waiting for the schedule.
+    pub long_poll: bool,
 }
+
+/// The least time between the answer of a long poll and the next one: an upstream that answers
+/// at once instead of holding the poll is not polled in a loop.
+pub const LONG_POLL_GAP: Duration = Duration::from_secs(1);
 
 /// A failed poll.
 #[derive(Clone, Debug, PartialEq)]
@@ -620,6 +627,10 @@ impl Decider<'_> {
             && self.status.upstream_state.is_none()
         {
             return self.input.now;
+        }
+        // Long polls pace themselves: the upstream held the last one until its own deadline.
+        if self.input.caps.long_poll && memory.failures == 0 {
+            return add(memory.last_request_at, LONG_POLL_GAP);
         }
         let since = self
             .status

@@ -156,6 +156,7 @@ impl World {
             caps: Caps {
                 idempotent_start: true,
                 can_cancel: true,
+                long_poll: false,
             },
             memory: Memory::new(t(0.0)),
             pre: Prerequisites::default(),
@@ -211,10 +212,16 @@ impl World {
         self
     }
 
+    fn long_poll(mut self) -> World {
+        self.caps.long_poll = true;
+        self
+    }
+
     fn caps(mut self, idempotent_start: bool, can_cancel: bool) -> World {
         self.caps = Caps {
             idempotent_start,
             can_cancel,
+            long_poll: false,
         };
         self
     }
@@ -808,6 +815,38 @@ fn starting() {
 #[test]
 fn running_observations() {
     run(vec![
+        Row {
+            // A long poll answered "not done" after the upstream held it: the next one follows
+            // after the gap, not at the schedule's next point (20 s later here).
+            name: "Running + long poll answered, nothing new: the next long poll in 1 s",
+            given: World::running()
+                .long_poll()
+                .mem(|m| m.record_success(t(10.0), None))
+                .at(10.0),
+            event: Event::Polled(obs(UpstreamState::Running, Some(10))),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(1.0)))),
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            // A long poll that failed falls back to the schedule's backoff: no loop.
+            name: "Running + long poll failed: the schedule's backoff, not the gap",
+            given: World::running()
+                .long_poll()
+                .mem(|m| m.record_failure(t(10.0), "boom".into(), None, false))
+                .at(10.0),
+            event: poll_failed(false),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                let Action::Wait(Some(after)) = d.action else {
+                    panic!("{:?}", d.action);
+                };
+                assert!(after > secs(1.0), "{after:?}");
+            },
+        },
         Row {
             name: "Running + Polled, nothing new: status unchanged, wait for the next point",
             given: World::running()
