@@ -252,6 +252,7 @@ async fn reconcile_inner(
                 }
                 debug!(?wait, "waiting for the provider's rate limit");
                 memory.rate_turn = Some(turn);
+                memory.poll_owed |= matches!(decision.action, Action::Poll);
                 flush(&ctx, &api, &name, &current, &mut written).await?;
                 remember(&ctx, &uid, memory, current, poll_due);
                 return Ok(Requeue::requeue(wait.max(Duration::from_millis(1))));

@@ -620,12 +620,9 @@ impl Decider<'_> {
         if let Some(not_before) = memory.not_before {
             return not_before;
         }
-        // Adopted and never answered: point 0, the first poll, is still to be sent (it may have
-        // been held back by the provider's rate limit). Once per process at most: `sent`.
-        if !memory.sent
-            && self.input.spec.operation.is_some()
-            && self.status.upstream_state.is_none()
-        {
+        // A poll that was due and held back (the provider's rate limit) is still due: the
+        // schedule must not move on without it (an adopted operation's first poll, say).
+        if memory.poll_owed {
             return self.input.now;
         }
         // Long polls pace themselves: the upstream held the last one until its own deadline.

@@ -26,8 +26,8 @@ pub struct Memory {
     pub cancel_sent: bool,
     /// The upstream refused to cancel; do not ask again.
     pub cancel_refused: bool,
-    /// This process has sent a request for the operation (and had an answer or a failure).
-    pub sent: bool,
+    /// A poll was decided but held back (the provider's rate limit): it stays due until sent.
+    pub poll_owed: bool,
     /// The turn this operation holds under its provider's rate limit: its next request goes
     /// then (see `upstream::rate_limit`).
     pub rate_turn: Option<std::time::Instant>,
@@ -45,14 +45,14 @@ impl Memory {
             not_found_since: None,
             cancel_sent: false,
             cancel_refused: false,
-            sent: false,
+            poll_owed: false,
             rate_turn: None,
         }
     }
 
     /// Records a request that got a readable answer.
     pub fn record_success(&mut self, now: Timestamp, retry_after: Option<Duration>) {
-        self.sent = true;
+        self.poll_owed = false;
         self.last_request_at = now;
         self.not_before = retry_after.map(|d| add(now, d));
         self.failures = 0;
@@ -69,7 +69,7 @@ impl Memory {
         retry_after: Option<Duration>,
         not_found: bool,
     ) {
-        self.sent = true;
+        self.poll_owed = false;
         self.last_request_at = now;
         self.not_before = retry_after.map(|d| add(now, d));
         self.failures = self.failures.saturating_add(1);

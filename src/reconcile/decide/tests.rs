@@ -486,8 +486,11 @@ fn a_new_object_starts_or_adopts() {
         Row {
             // The first poll of an adopted operation was held back (the provider's rate limit):
             // it stays due until it is sent, not pushed to the schedule's next point.
-            name: "adopted, first poll not sent yet: still due",
-            given: World::new(false).then(&Event::Reconcile).at(0.4),
+            name: "adopted, first poll held back: still due",
+            given: World::new(false)
+                .then(&Event::Reconcile)
+                .mem(|m| m.poll_owed = true)
+                .at(0.4),
             event: Event::Reconcile,
             phase: Phase::Running,
             action: Want::Is(Action::Poll),
