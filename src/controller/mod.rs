@@ -397,3 +397,38 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     tracing::info!("lro-operator stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<RunArgs, clap::Error> {
+        Run::try_parse_from(std::iter::once("run").chain(flags.iter().copied())).map(|r| r.args)
+    }
+
+    #[test]
+    fn shard_flags_select_the_operations_by_label() {
+        let all = parse(&[]).expect("no flags");
+        assert_eq!(all.shard_selector(), None);
+        let a = parse(&["--shard", "a"]).expect("--shard a");
+        assert_eq!(a.shard_selector().as_deref(), Some("lro.dev/shard=a"));
+        let rest = parse(&["--exclude-shards", "a,b.2"]).expect("--exclude-shards");
+        assert_eq!(
+            rest.shard_selector().as_deref(),
+            Some("lro.dev/shard notin (a,b.2)")
+        );
+        // Both at once, or a name that is not a label value, is refused with what to fix.
+        assert!(parse(&["--shard", "a", "--exclude-shards", "b"]).is_err());
+        let bad = parse(&["--shard=-a"]).err().expect("-a is refused");
+        assert!(bad.to_string().contains("not a valid shard name"), "{bad}");
+        assert!(parse(&["--exclude-shards", "a,b c"]).is_err());
+    }
+}
