@@ -11,31 +11,13 @@ use std::time::Duration;
 
 use lro_operator::api::Phase;
 use serde_json::{Value, json};
-use support::{PROVIDER, TestEnv};
+use support::{PROVIDER, TestEnv, samples};
 use tokio::time::Instant;
 
 /// Generous: the operation below takes 6 s.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the operator may take to stop after SIGTERM.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
-
-/// The value of every sample of `name` whose labels include all of `labels` (`key="value"`).
-fn samples(text: &str, name: &str, labels: &[&str]) -> Vec<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let have: Vec<&str> = rest.split(',').collect();
-            (metric == name && labels.iter().all(|l| have.contains(l)))
-                .then(|| value.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
 
 fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     samples(text, name, labels).iter().sum()

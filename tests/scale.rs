@@ -10,7 +10,7 @@ use lro_operator::api::Phase;
 use lro_operator::reconcile::Schedule;
 use serde_json::{Value, json};
 use support::leader::holder;
-use support::{PROVIDER, TestEnv};
+use support::{PROVIDER, TestEnv, samples};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -42,14 +42,9 @@ fn get_times(sim: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// The value of the first sample of `metric` whose labels contain all of `labels`.
+/// The value of the first sample of `metric` whose labels include all of `labels`.
 fn sample(metrics: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    samples(metrics, metric, labels).first().copied()
 }
 
 #[tokio::test]

@@ -399,6 +399,24 @@ fn suffix() -> String {
         .collect()
 }
 
+/// The value of every sample of `name` whose labels include all of `labels` (`key="value"`).
+pub fn samples(text: &str, name: &str, labels: &[&str]) -> Vec<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let have: Vec<&str> = rest.split(',').collect();
+            (metric == name && labels.iter().all(|l| have.contains(l)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// The wall clock in unix milliseconds (the simulator's clock).
 pub fn unix_ms() -> u64 {
     SystemTime::now()
