@@ -14,12 +14,12 @@ pub use auth::{
 };
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
-    HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
+    ErrorDetail, HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
     OnDelete, OperationError, OperationHandle, OperationRef, OutputTarget, Outputs, Phase,
     PollingSpec, ProviderKind, ProviderRef, RenderedStart, StartRequest,
 };
 pub use provider::{
-    ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, HttpOptions,
+    ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, GoogleOptions, HttpOptions,
     OperationProvider, OperationProviderStatus, Protocol, ProviderSpec, RateLimitSpec,
 };
 

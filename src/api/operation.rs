@@ -345,9 +345,41 @@ pub struct OperationError {
     /// The HTTP status that carried the error, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
-    /// The upstream's message.
+    /// The upstream's message, naming the innermost cause it reports.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The structured causes the upstream gave (Google `google.rpc.Status.details`, Compute
+    /// `error.errors[]` and `errorDetails`, ARM `error.details[]`, Cloud Control's `ErrorCode`,
+    /// warnings), outermost first; at most 16 entries, each text cut to 512 bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub details: Vec<ErrorDetail>,
+}
+
+/// One structured cause of an upstream error.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// What kind of cause: a `google.rpc` detail type (`ErrorInfo`, `QuotaFailure`,
+    /// `BadRequest`, `PreconditionFailure`, `ResourceInfo`, `Help`, `LocalizedMessage`,
+    /// `RetryInfo`, `DebugInfo`), `Error` for an entry of an upstream error list, or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A machine-readable reason or code (ErrorInfo `reason`, an error entry's `code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The reason's namespace (ErrorInfo `domain`, e.g. `compute.googleapis.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Where: a request field, a quota or precondition subject, a resource name, an ARM `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The description, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Further facts as strings (ErrorInfo `metadata`, quota limits, a help link's `url`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The observed state of a `LongRunningOperation`: the contract other tools read.

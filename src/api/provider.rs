@@ -14,6 +14,10 @@ use super::schema;
 pub enum Protocol {
     /// Google AIP-151 `google.longrunning.Operation` (`name`, `done`, `error`, `response`, `metadata`).
     Google,
+    /// Google Kubernetes Engine (`container.googleapis.com`) operations: `status`
+    /// PENDING/RUNNING/ABORTING/DONE, `error` (a `google.rpc.Status`), `progress.metrics`,
+    /// polled at their `selfLink`'s path under `baseURL`, cancelled with `:cancel`.
+    Gke,
     /// Redpanda Cloud control plane (`{"operation": {id, state, error, resource_id, response}}`).
     Redpanda,
     /// Compute Engine / Deployment Manager operations (`status` PENDING/RUNNING/DONE, `progress`,
@@ -36,6 +40,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Google => "google",
+            Protocol::Gke => "gke",
             Protocol::Redpanda => "redpanda",
             Protocol::Compute => "compute",
             Protocol::Azure => "azure",
@@ -49,6 +54,8 @@ impl Protocol {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = kube::core::Rule::new("self.protocol == 'http' ? has(self.http) : !has(self.http)")
     .message("spec.http is required when protocol is http (its CEL expressions read the upstream's answers), and only allowed then"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.google) || self.protocol == 'google'")
+    .message("spec.google holds options of the google protocol; remove it or set protocol: google"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSpec {
     /// The API root every request goes to, e.g. `https://example.googleapis.com/v1`. Start paths
@@ -64,6 +71,9 @@ pub struct ProviderSpec {
     /// overridden by the operation's own `spec.polling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling: Option<PollingSpec>,
+    /// Options of the `google` protocol; only allowed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleOptions>,
     /// Options of the `compute` protocol (ignored by the other protocols).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<ComputeOptions>,
@@ -114,10 +124,43 @@ impl RateLimitSpec {
     }
 }
 
+/// The rule for a query parameter that carries the request id.
+const QUERY_PARAMETER_RULE: &str = "self.matches('^[A-Za-z_][A-Za-z0-9_.]*$')";
+
+/// Options of the `google` protocol.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GoogleOptions {
+    /// The query parameter that carries the operation's request id (its idempotency key, AIP-155)
+    /// on the start request, e.g. `requestId`. Set it only for APIs whose create methods declare
+    /// that parameter (Cloud SQL Admin, AlloyDB, Filestore, …): Google's front ends refuse a query
+    /// parameter the method does not declare with `400 Cannot bind query parameter`, and
+    /// Service Management, GKE and Deployment Manager declare none. Absent (the default): no
+    /// request id is sent, so a start whose answer is lost (a timeout, a 500, a restart between
+    /// sending and recording) is not resent — it could create a second operation — and the
+    /// operation fails with reason `StartOutcomeUnknown`, saying how to adopt the one that may
+    /// exist. A 429 or 503 with `Retry-After` is resent either way: the upstream did not process it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(QUERY_PARAMETER_RULE)
+        .message("requestIdParameter must be a query parameter name, e.g. requestId"))]
+    pub request_id_parameter: Option<String>,
+}
+
 /// Options of the `compute` protocol.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeOptions {
+    /// The query parameter that carries the operation's request id (its idempotency key) on the
+    /// start request: `requestId` for Compute Engine, whose insert, delete and update methods
+    /// declare it. Absent (the default, right for Deployment Manager, whose methods declare no
+    /// such parameter and refuse one they do not know): no request id is sent, and a start whose
+    /// answer is lost fails with reason `StartOutcomeUnknown` instead of being resent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(QUERY_PARAMETER_RULE)
+        .message("requestIdParameter must be a query parameter name, e.g. requestId"))]
+    pub request_id_parameter: Option<String>,
     /// Poll with `POST {selfLink}/wait` instead of `GET {selfLink}`: the upstream holds each
     /// answer until the operation is done or its own deadline passes (Compute Engine: 2
     /// minutes), and the next wait follows at once (at most one a second; after a failed one,

@@ -4,7 +4,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
 use crate::protocol::{
-    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, RequestSpec, StartOutcome, UpstreamState,
+    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
+    UpstreamState,
 };
 use crate::reconcile::{Event, Memory, PollFailure};
 use crate::telemetry::metrics::{RequestKind, RequestOutcome, UpstreamMeter};
@@ -41,11 +42,63 @@ pub async fn start(
             memory.record_success(now, None);
             Event::StartRejected(error)
         }
+        StartOutcome::Deferred(why) => {
+            memory.record_failure(now, why.clone(), hint(&answer), false);
+            Event::StartDeferred(why)
+        }
         StartOutcome::Lost(why) => {
             memory.record_failure(now, why.clone(), hint(&answer), false);
             Event::StartLost(why)
         }
     }
+}
+
+/// The most requests one look-up for a lost start's operation sends (pages, then operations).
+const MAX_RECOVERY_STEPS: usize = 5;
+
+/// Looks upstream for the operation a start whose answer was lost may have begun.
+pub async fn recover(
+    upstream: &Upstream,
+    meter: &UpstreamMeter<'_>,
+    provider: &ProviderSpec,
+    dialect: &dyn Dialect,
+    start: &StartRequest,
+    sent_at: jiff::Timestamp,
+    memory: &mut Memory,
+) -> Event {
+    let Some(mut request) = dialect.recovery_request(start, sent_at) else {
+        return Event::NotRecovered("there is nothing to look it up by".into());
+    };
+    for _ in 0..MAX_RECOVERY_STEPS {
+        let (answer, sent) = match send(upstream, meter, RequestKind::Poll, provider, &request).await
+        {
+            Ok(answered) => answered,
+            Err(e) => {
+                memory.record_failure(jiff::Timestamp::now(), e.to_string(), None, false);
+                return Event::RecoveryFailed(e.to_string());
+            }
+        };
+        let outcome = dialect.read_recovery(start, sent_at, &answer);
+        sent.record(!matches!(outcome, Recovery::Failed(_)));
+        match outcome {
+            Recovery::Found(started) => {
+                memory.record_success(jiff::Timestamp::now(), None);
+                return Event::Recovered(*started);
+            }
+            Recovery::NotFound(why) => {
+                memory.record_success(jiff::Timestamp::now(), None);
+                return Event::NotRecovered(why);
+            }
+            Recovery::Failed(why) => {
+                memory.record_failure(jiff::Timestamp::now(), why.clone(), hint(&answer), false);
+                return Event::RecoveryFailed(why);
+            }
+            Recovery::Next(next) => request = next,
+        }
+    }
+    Event::NotRecovered(format!(
+        "the look-up did not settle within {MAX_RECOVERY_STEPS} requests"
+    ))
 }
 
 /// Polls the operation.

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Default jitter, as a fraction of the interval (0..=0.5).
     #[arg(long, default_value_t = 0.1)]
     pub jitter: f64,
+    /// Deadline of every operation whose own `spec.polling.timeout` and whose provider's
+    /// `spec.polling.timeout` are unset: past it the operation fails with reason `Timeout`
+    /// (the upstream operation is not cancelled). `0` turns it off (no deadline).
+    #[arg(long, env = "LRO_DEFAULT_TIMEOUT", default_value = "24h", value_parser = parse_optional_duration)]
+    pub default_timeout: Duration,
     /// How long an operation may answer "not found" (404/410) before it fails as expired.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub not_found_grace: Duration,
@@ -106,6 +111,14 @@ pub struct RunArgs {
     pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
+/// A duration as `parse_duration` reads it, or `0` for none.
+fn parse_optional_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// The label that assigns an operation to a shard (see `--shard`).
 pub const SHARD_LABEL: &str = "lro.dev/shard";
 
@@ -134,6 +147,11 @@ impl RunArgs {
             (None, []) => None,
             (None, excluded) => Some(format!("{SHARD_LABEL} notin ({})", excluded.join(","))),
         }
+    }
+
+    /// The operator-wide default deadline of an operation (`None`: `--default-timeout 0`).
+    pub fn default_timeout(&self) -> Option<Duration> {
+        (!self.default_timeout.is_zero()).then_some(self.default_timeout)
     }
 
     /// The operator-wide default schedule.

@@ -129,6 +129,7 @@ pub fn policy(
     op: &PollingSpec,
     provider: &PollingSpec,
     defaults: Schedule,
+    default_timeout: Option<std::time::Duration>,
     not_found_grace: std::time::Duration,
 ) -> Policy {
     let duration = |own: &Option<String>, theirs: &Option<String>| {
@@ -152,7 +153,7 @@ pub fn policy(
                 .unwrap_or(defaults.jitter)
                 .clamp(0.0, 0.5),
         },
-        timeout: duration(&op.timeout, &provider.timeout),
+        timeout: duration(&op.timeout, &provider.timeout).or(default_timeout),
         not_found_grace,
     }
 }
@@ -230,7 +231,13 @@ mod tests {
             timeout: Some("10m".into()),
             ..Default::default()
         };
-        let p = policy(&op, &provider, Schedule::default(), Duration::from_secs(60));
+        let p = policy(
+            &op,
+            &provider,
+            Schedule::default(),
+            None,
+            Duration::from_secs(60),
+        );
         assert_eq!(p.schedule.initial.as_secs(), 2);
         assert_eq!(p.schedule.max.as_secs(), 30);
         assert_eq!(p.schedule.multiplier, Schedule::default().multiplier);

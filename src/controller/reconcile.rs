@@ -13,7 +13,7 @@ use crate::api::{
     LongRunningOperation, LongRunningOperationStatus, Phase, PollingSpec, ProviderKind,
 };
 use crate::protocol::dialect_for;
-use crate::reconcile::{Action, Caps, Event, Input, Memory, Policy, decide};
+use crate::reconcile::{Action, Caps, Event, Input, Memory, decide};
 use crate::telemetry::metrics::provider_label;
 use crate::upstream::rate_limit::Turn;
 
@@ -120,15 +120,18 @@ async fn reconcile_inner(
         Ok((spec, client)) => (Some(spec), Some(client), Event::Reconcile),
         Err(why) => (None, None, Event::ProviderUnavailable(why)),
     };
-    let policy = match &provider_spec {
-        Some(p) => provider::policy(
-            op.spec.polling.as_ref().unwrap_or(&PollingSpec::default()),
-            p.polling.as_ref().unwrap_or(&PollingSpec::default()),
-            ctx.args.schedule(),
-            ctx.args.not_found_grace,
-        ),
-        None => Policy::default(),
-    };
+    // The operation's own polling (its timeout above all) applies also while the provider
+    // cannot be used; the provider's fills in what the operation leaves unset.
+    let policy = provider::policy(
+        op.spec.polling.as_ref().unwrap_or(&PollingSpec::default()),
+        provider_spec
+            .as_ref()
+            .and_then(|p| p.polling.as_ref())
+            .unwrap_or(&PollingSpec::default()),
+        ctx.args.schedule(),
+        ctx.args.default_timeout(),
+        ctx.args.not_found_grace,
+    );
     // The provider's dialect; protocol options that do not compile make the provider unusable.
     let (dialect, provider_spec, client) = match provider_spec.as_ref().map(dialect_for) {
         Some(Err(why)) => {
@@ -155,6 +158,8 @@ async fn reconcile_inner(
                 .start
                 .as_ref()
                 .is_some_and(|s| d.idempotent_start(s)),
+            no_idempotency: d.no_idempotency_hint(),
+            can_recover: d.can_recover(),
             can_cancel: d.can_cancel(),
             long_poll: d.long_polls(),
         })
@@ -283,6 +288,31 @@ async fn reconcile_inner(
                     dialect,
                     start,
                     &request_id,
+                    &mut memory,
+                )
+                .await
+            }
+            Action::Recover => {
+                let Some(start) = &op.spec.start else {
+                    return Ok(Requeue::await_change());
+                };
+                let rendered = current
+                    .rendered_start
+                    .as_ref()
+                    .map(|r| crate::reconcile::template::apply(start, r));
+                let start = rendered.as_ref().unwrap_or(start);
+                let sent_at = current
+                    .started_at
+                    .as_ref()
+                    .map_or(now, |t| t.0);
+                debug!("looking for the operation a lost start may have begun");
+                act::recover(
+                    &client.upstream,
+                    meter,
+                    provider_spec,
+                    dialect,
+                    start,
+                    sent_at,
                     &mut memory,
                 )
                 .await

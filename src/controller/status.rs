@@ -113,6 +113,7 @@ mod tests {
                 provider_code: Some(long.clone()),
                 http_status: None,
                 message: long.clone(),
+                details: vec![],
             }),
             conditions: vec![condition],
             ..LongRunningOperationStatus::default()

@@ -22,7 +22,8 @@ use super::{
     Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
     rpc_code_for_http,
 };
-use crate::api::{OperationError, OperationHandle, StartRequest};
+use super::error_details::{bound, detail};
+use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
 
 /// The AWS Cloud Control dialect.
 pub struct AwsCloudControl;
@@ -149,6 +150,11 @@ impl Dialect for AwsCloudControl {
                 .filter(|c| *c != "UNKNOWN")
                 .unwrap_or_else(|| rpc_code_for_http(answer.status))
                 .to_owned(),
+            details: vec![ErrorDetail {
+                reason: code.clone(),
+                message: Some(message.clone()),
+                ..detail("Error")
+            }],
             provider_code: code,
             http_status: Some(i32::from(answer.status)),
             message,
@@ -156,6 +162,10 @@ impl Dialect for AwsCloudControl {
     }
 
     fn is_transient(&self, error: &OperationError) -> bool {
+        throttled(error)
+    }
+
+    fn is_throttled(&self, error: &OperationError) -> bool {
         throttled(error)
     }
 
@@ -228,6 +238,14 @@ fn observe(event: &Value) -> Observation {
         Some("FAILED") => {
             observation.state = UpstreamState::Failed;
             let provider_code = text("ErrorCode");
+            let message =
+                text("StatusMessage").unwrap_or_else(|| "the resource operation failed".into());
+            let mut details = vec![ErrorDetail {
+                reason: provider_code.clone(),
+                message: Some(message.clone()),
+                ..detail("Error")
+            }];
+            bound(&mut details);
             observation.error = Some(OperationError {
                 code: provider_code
                     .as_deref()
@@ -235,8 +253,8 @@ fn observe(event: &Value) -> Observation {
                     .to_owned(),
                 provider_code,
                 http_status: None,
-                message: text("StatusMessage")
-                    .unwrap_or_else(|| "the resource operation failed".into()),
+                message,
+                details,
             });
         }
         Some("CANCEL_COMPLETE") => {
@@ -247,6 +265,7 @@ fn observe(event: &Value) -> Observation {
                 http_status: None,
                 message: text("StatusMessage")
                     .unwrap_or_else(|| "the resource operation request was cancelled".into()),
+                details: vec![],
             });
         }
         Some("CANCEL_IN_PROGRESS") => {
@@ -563,9 +582,10 @@ mod tests {
         assert_eq!(error.provider_code.as_deref(), Some("ThrottlingException"));
         assert_eq!(error.code, "RESOURCE_EXHAUSTED");
         let request = AwsCloudControl.poll_request(&handle()).unwrap();
+        // Throttled: not processed, so resent even by a start that is not idempotent.
         assert!(matches!(
             AwsCloudControl.read_start(&request, &throttled),
-            StartOutcome::Lost(_)
+            StartOutcome::Deferred(_)
         ));
         assert!(matches!(
             AwsCloudControl.read_poll(&handle(), &throttled),

@@ -30,7 +30,8 @@ use super::{
     Dialect, HttpAnswer, Observation, ParseError, PollOutcome, RequestSpec, StartOutcome, Started,
     UpstreamState, describe, is_refusal, is_success, rpc_code_for_http,
 };
-use crate::api::{HttpMethod, OperationError, OperationHandle, StartRequest};
+use super::error_details::{MAX_DEPTH, bound, detail};
+use crate::api::{ErrorDetail, HttpMethod, OperationError, OperationHandle, StartRequest};
 
 /// The Azure dialect.
 pub struct Azure;
@@ -95,35 +96,33 @@ impl Dialect for Azure {
         let error = body
             .as_ref()
             .map(|b| b.get("error").filter(|e| e.is_object()).unwrap_or(b));
-        let provider_code = error
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let message = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {}", answer.status));
-        let code = provider_code
-            .as_deref()
-            .map(code_for)
-            .filter(|c| *c != "UNKNOWN")
-            .unwrap_or_else(|| rpc_code_for_http(answer.status));
-        OperationError {
-            code: code.to_owned(),
-            provider_code,
-            http_status: Some(i32::from(answer.status)),
-            message,
+        let mut error = match error {
+            Some(e) => arm_error(e),
+            None => arm_error(&Value::Null),
+        };
+        if error.message.is_empty() {
+            error.message = format!("HTTP {}", answer.status);
         }
+        if error.code == "UNKNOWN" {
+            error.code = rpc_code_for_http(answer.status).to_owned();
+        }
+        error.http_status = Some(i32::from(answer.status));
+        error
     }
 
     fn read_start(&self, request: &RequestSpec, answer: &HttpAnswer) -> StartOutcome {
         if !is_success(answer.status) {
             let error = self.parse_error(answer);
-            return if is_refusal(answer.status) {
+            let text = describe(answer.status, &error.message);
+            let retry_after = ["retry-after", "retry-after-ms", "x-ms-retry-after-ms"]
+                .iter()
+                .any(|h| answer.header(h).is_some());
+            return if answer.status == 429 || (answer.status == 503 && retry_after) {
+                StartOutcome::Deferred(text)
+            } else if is_refusal(answer.status) {
                 StartOutcome::Rejected(error)
             } else {
-                StartOutcome::Lost(describe(answer.status, &error.message))
+                StartOutcome::Lost(text)
             };
         }
         let origin = Origin {
@@ -375,39 +374,107 @@ fn from_word(word: &str, result: Option<Value>, error: Option<&Value>) -> Observ
         ..Observation::default()
     };
     let error = error.filter(|e| e.is_object());
-    let text = |field: &str| {
-        error
-            .and_then(|e| e.get(field))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
     match state {
         UpstreamState::Succeeded => observation.result = result,
         UpstreamState::Failed => {
-            let provider_code = text("code");
-            observation.error = Some(OperationError {
-                code: provider_code
-                    .as_deref()
-                    .map_or("UNKNOWN", code_for)
-                    .to_owned(),
-                provider_code,
-                http_status: None,
-                message: text("message")
-                    .unwrap_or_else(|| format!("the operation ended in state {word}")),
-            });
+            let mut e = arm_error(error.unwrap_or(&Value::Null));
+            if e.message.is_empty() {
+                e.message = format!("the operation ended in state {word}");
+            }
+            observation.error = Some(e);
         }
         UpstreamState::Cancelled => {
-            observation.error = Some(OperationError {
-                code: "CANCELLED".into(),
-                provider_code: text("code"),
-                http_status: None,
-                message: text("message").unwrap_or_else(|| "the operation was canceled".into()),
-            });
+            let mut e = arm_error(error.unwrap_or(&Value::Null));
+            e.code = "CANCELLED".into();
+            if e.message.is_empty() {
+                e.message = "the operation was canceled".into();
+            }
+            observation.error = Some(e);
         }
         UpstreamState::Pending | UpstreamState::Running => {}
     }
     observation
+}
+
+/// An ARM error (`{code, message, target, details[]}`) as an operation error: every nested
+/// `details[]` entry, depth first, becomes an `Error` detail (ARM also nests a whole error
+/// document as JSON text inside a `message`: it is read as one more level); `message` and
+/// `providerCode` are those of the innermost cause — the first entry at the deepest level — so
+/// that a `DeploymentFailed`, which only wraps, shows what failed.
+fn arm_error(error: &Value) -> OperationError {
+    let mut details = Vec::new();
+    let mut innermost: (usize, Option<String>, Option<String>) = (0, None, None);
+    walk(error, 0, &mut details, &mut innermost);
+    bound(&mut details);
+    let root_code = text_of(error, "code");
+    let provider_code = innermost.1.clone().or(root_code.clone());
+    let code = [innermost.1.as_deref(), root_code.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(code_for)
+        .find(|c| *c != "UNKNOWN")
+        .unwrap_or("UNKNOWN");
+    OperationError {
+        code: code.to_owned(),
+        provider_code,
+        http_status: None,
+        message: innermost
+            .2
+            .or_else(|| text_of(error, "message"))
+            .unwrap_or_default(),
+        details,
+    }
+}
+
+/// Visits `error`'s causes depth first, keeping the first cause found at the deepest level.
+fn walk(
+    error: &Value,
+    depth: usize,
+    details: &mut Vec<ErrorDetail>,
+    innermost: &mut (usize, Option<String>, Option<String>),
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let message = text_of(error, "message");
+    let code = text_of(error, "code");
+    if depth > innermost.0 || innermost.2.is_none() {
+        *innermost = (depth, code.clone(), message.clone());
+    }
+    if depth > 0 {
+        details.push(ErrorDetail {
+            reason: code,
+            field: text_of(error, "target"),
+            message: message.clone(),
+            ..detail("Error")
+        });
+    }
+    let children: Vec<&Value> = error
+        .get("details")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().filter(|d| d.is_object()).collect())
+        .unwrap_or_default();
+    for child in &children {
+        walk(child, depth + 1, details, innermost);
+    }
+    // `"message": "{\"status\":\"Failed\",\"error\":{…}}"`: one more level, inside the text.
+    if children.is_empty()
+        && let Some(inner) = message
+            .as_deref()
+            .filter(|m| m.trim_start().starts_with('{'))
+            .and_then(|m| serde_json::from_str::<Value>(m).ok())
+            .and_then(|v| v.get("error").filter(|e| e.is_object()).cloned())
+    {
+        walk(&inner, depth + 1, details, innermost);
+    }
+}
+
+fn text_of(value: &Value, field: &str) -> Option<String> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// The normalised state of an ARM status word.

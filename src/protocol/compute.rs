@@ -1,16 +1,24 @@
 //! Google Compute Engine / Deployment Manager operations (`compute#operation`,
 //! `deploymentmanager#operation`).
 //!
-//! `status` PENDING / RUNNING / DONE (an unknown word keeps polling). A `DONE` operation fails
-//! when it carries `error.errors[]` or a non-2xx `httpErrorStatusCode`, or only one of
-//! `httpErrorStatusCode` / `httpErrorMessage` (then `UNKNOWN`); otherwise it succeeds, with
-//! `targetLink` / `targetId` as its result. An error `RESOURCE_NOT_READY` is not terminal (as
-//! terraform-provider-google: keep polling). `progress` is clamped to 0..=100 (the operator keeps
-//! the highest value seen), absent while not done, 100 once succeeded; `warnings[]` become the
-//! message. The start request sends `requestId` as its idempotency key. The handle is the
-//! operation's `selfLink` (it must stay on the provider's origin) and its `name`; an adopted
-//! operation may be given by `url` (its selfLink) or by `name`, a path relative to the
-//! provider's `baseURL` (e.g. `projects/p/zones/z/operations/operation-1`).
+//! `status` PENDING / RUNNING / DONE (an unknown word keeps polling). A `DONE` operation is
+//! terminal: it fails when it carries `error.errors[]` or a non-2xx `httpErrorStatusCode`, or
+//! only one of `httpErrorStatusCode` / `httpErrorMessage` (then `UNKNOWN`); otherwise it
+//! succeeds, with `targetLink` / `targetId` as its result. An error `RESOURCE_NOT_READY` on an
+//! operation that is not `DONE` keeps polling (as terraform-provider-google does); on a `DONE`
+//! one it is the failure. Every `error.errors[]` entry, with its `errorDetails`, and the
+//! `warnings[]` of a failed operation are kept in `error.details`; the warnings of any other
+//! operation become its note. `progress` is clamped to 0..=100 (the operator keeps the highest
+//! value seen), 100 once succeeded.
+//!
+//! The start request carries the request id in the query parameter `compute.requestIdParameter`
+//! (`requestId` for Compute Engine) when the provider sets one; Deployment Manager has none.
+//! The handle is the operation's `selfLink` as written (`status.operation.url`) and its `name`;
+//! links name `https://www.googleapis.com/…` whatever host was called, so a poll goes to the
+//! provider's `baseURL` with the link's path after the API's version root
+//! (see [`super::google_links`]). An adopted operation may be given by `url` (its selfLink) or
+//! by `name`, a path relative to the provider's `baseURL` (e.g.
+//! `projects/p/zones/z/operations/operation-1`).
 //!
 //! With the provider's `compute.longPoll`, a poll is `POST {selfLink}/wait`: the upstream holds
 //! the answer until the operation is done or its own deadline passes (Compute: 2 minutes; it may
@@ -18,18 +26,22 @@
 //! wait's answer is read like a GET's: it is never taken as done without `status: DONE`.
 //! Compute has no cancel (`DELETE …/operations/{op}` only deletes the record).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
-use super::{
-    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
-    rpc_code_for_http,
-};
-use crate::api::{OperationError, OperationHandle, StartRequest};
+use super::error_details::{self, bound, detail, text};
+use super::google_links::resource_path;
+use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
+use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
 
-/// The Compute dialect; `long_poll` polls with `POST …/wait` instead of `GET`.
+/// The Compute dialect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Compute {
     /// Poll with `POST {selfLink}/wait`.
     pub long_poll: bool,
+    /// The query parameter that carries the request id on the start request.
+    pub request_id_parameter: Option<String>,
 }
 
 /// The error code that means "try again", not "failed" (terraform-provider-google's rule).
@@ -37,7 +49,7 @@ const RESOURCE_NOT_READY: &str = "RESOURCE_NOT_READY";
 
 impl Dialect for Compute {
     fn idempotent_start(&self, _start: &StartRequest) -> bool {
-        true
+        self.request_id_parameter.is_some()
     }
 
     fn can_cancel(&self) -> bool {
@@ -49,7 +61,14 @@ impl Dialect for Compute {
     }
 
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
-        RequestSpec::from_start_with_query_key(start, "requestId", request_id)
+        match &self.request_id_parameter {
+            Some(name) => RequestSpec::from_start_with_query_key(start, name, request_id),
+            None => RequestSpec::from_start(start),
+        }
+    }
+
+    fn no_idempotency_hint(&self) -> &'static str {
+        "this provider sends no request id (spec.compute.requestIdParameter is unset; Compute Engine takes requestId, Deployment Manager none)"
     }
 
     fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError> {
@@ -58,12 +77,13 @@ impl Dialect for Compute {
                 "a compute operation is polled by its selfLink; set spec.operation.url (or name, relative to baseURL)".into(),
             ));
         };
+        let path = resource_path(target);
         if !self.long_poll {
-            return Ok(RequestSpec::get(target.clone()));
+            return Ok(RequestSpec::get(path));
         }
         Ok(RequestSpec {
             method: reqwest::Method::POST,
-            path: format!("{}/wait", target.trim_end_matches('/')),
+            path: format!("{}/wait", path.trim_end_matches('/')),
             query: vec![],
             headers: vec![],
             body: None,
@@ -114,29 +134,33 @@ impl Dialect for Compute {
     }
 
     fn parse_error(&self, answer: &HttpAnswer) -> OperationError {
-        // {"error": {"code": <HTTP>, "message", "errors": [{"domain", "reason", "message"}], "status"?}}
+        // {"error": {"code": <HTTP>, "message", "errors": [{"domain", "reason", "message"}],
+        //  "status"?, "details"?}}
+        let mut error = error_details::envelope_error(answer);
         let envelope = answer.json().ok();
-        let error = envelope.as_ref().and_then(|v| v.get("error"));
-        let message = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {}", answer.status));
-        let status_name = error.and_then(|e| e.get("status")).and_then(Value::as_str);
-        let reason = error
+        let entries: Vec<ErrorDetail> = envelope
+            .as_ref()
+            .and_then(|v| v.get("error"))
             .and_then(|e| e.get("errors"))
             .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(|e| e.get("reason"))
-            .and_then(Value::as_str);
-        OperationError {
-            code: status_name
-                .map(str::to_owned)
-                .unwrap_or_else(|| rpc_code_for_http(answer.status).to_owned()),
-            provider_code: reason.or(status_name).map(str::to_owned),
-            http_status: Some(i32::from(answer.status)),
-            message,
+            .into_iter()
+            .flatten()
+            .map(|e| ErrorDetail {
+                reason: text(e.get("reason")),
+                domain: text(e.get("domain")),
+                field: text(e.get("location")),
+                message: text(e.get("message")),
+                ..detail("Error")
+            })
+            .collect();
+        if let Some(reason) = entries.first().and_then(|e| e.reason.clone()) {
+            error.provider_code = Some(reason);
         }
+        let mut details = entries;
+        details.append(&mut error.details);
+        bound(&mut details);
+        error.details = details;
+        error
     }
 }
 
@@ -164,17 +188,18 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
             .and_then(Value::as_str)
             .filter(|m| !m.is_empty())
     }));
-    let warnings = obj
+    let warnings: Vec<&Value> = obj
         .get("warnings")
         .and_then(Value::as_array)
-        .map(|w| {
-            join(
-                w.iter()
-                    .filter_map(|w| w.get("message").and_then(Value::as_str)),
-            )
-        })
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("upstream warnings: {w}"));
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let warning_note = Some(join(
+        warnings
+            .iter()
+            .filter_map(|w| w.get("message").and_then(Value::as_str)),
+    ))
+    .filter(|w| !w.is_empty())
+    .map(|w| format!("upstream warnings: {w}"));
     let progress = obj
         .get("progress")
         .and_then(Value::as_f64)
@@ -184,19 +209,9 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
         state: UpstreamState::Running,
         upstream_state: Some(status.to_owned()),
         progress,
-        message: warnings,
+        message: warning_note,
         ..Observation::default()
     };
-    if errors
-        .iter()
-        .any(|e| code_of(e).as_deref() == Some(RESOURCE_NOT_READY))
-    {
-        // Not terminal, whatever the status says: keep polling (terraform-provider-google).
-        observation.message = Some(format!(
-            "upstream reports {RESOURCE_NOT_READY} (not terminal, polling on): {messages}"
-        ));
-        return Ok(observation);
-    }
     match status {
         "PENDING" => {
             observation.state = UpstreamState::Pending;
@@ -204,7 +219,18 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
         }
         "DONE" => {}
         // RUNNING, and any new word: a new enum value is more likely additive than terminal.
-        _ => return Ok(observation),
+        _ => {
+            if errors
+                .iter()
+                .any(|e| code_of(e).as_deref() == Some(RESOURCE_NOT_READY))
+            {
+                // Not terminal while the operation runs: keep polling (terraform-provider-google).
+                observation.message = Some(format!(
+                    "upstream reports {RESOURCE_NOT_READY} (not terminal, polling on): {messages}"
+                ));
+            }
+            return Ok(observation);
+        }
     }
     let http_status = obj.get("httpErrorStatusCode").and_then(Value::as_i64);
     let http_message = obj
@@ -246,14 +272,121 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
             http_status.unwrap_or_default()
         ),
     };
+    let mut details: Vec<ErrorDetail> = Vec::new();
+    for e in &errors {
+        details.push(ErrorDetail {
+            reason: code_of(e),
+            field: text(e.get("location")),
+            message: text(e.get("message")),
+            ..detail("Error")
+        });
+        for d in e
+            .get("errorDetails")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            details.extend(error_detail(d));
+        }
+    }
+    for w in &warnings {
+        details.push(ErrorDetail {
+            reason: text(w.get("code")),
+            message: text(w.get("message")),
+            metadata: key_values(w.get("data")),
+            ..detail("Warning")
+        });
+    }
+    bound(&mut details);
+    // The warnings are in the details: the note would repeat them.
+    observation.message = None;
     observation.state = UpstreamState::Failed;
     observation.error = Some(OperationError {
         code: code.to_owned(),
         provider_code,
         http_status: http_status.and_then(|s| i32::try_from(s).ok()),
         message,
+        details,
     });
     Ok(observation)
+}
+
+/// One `errorDetails[]` entry of a Compute error: `errorInfo`, `quotaInfo`, `help` or
+/// `localizedMessage`.
+fn error_detail(d: &Value) -> Vec<ErrorDetail> {
+    let mut out = Vec::new();
+    if let Some(info) = d.get("errorInfo") {
+        out.push(ErrorDetail {
+            reason: text(info.get("reason")),
+            domain: text(info.get("domain")),
+            metadata: info
+                .get("metadatas")
+                .or_else(|| info.get("metadata"))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), text(Some(v)).unwrap_or_else(|| v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..detail("ErrorInfo")
+        });
+    }
+    if let Some(quota) = d.get("quotaInfo").and_then(Value::as_object) {
+        let mut metadata = BTreeMap::new();
+        for (k, v) in quota {
+            if k == "dimensions" {
+                for (dk, dv) in v.as_object().into_iter().flatten() {
+                    metadata.insert(
+                        format!("dimensions.{dk}"),
+                        text(Some(dv)).unwrap_or_else(|| dv.to_string()),
+                    );
+                }
+            } else if let Some(t) = text(Some(v)) {
+                metadata.insert(k.clone(), t);
+            }
+        }
+        out.push(ErrorDetail {
+            field: text(quota.get("metricName")),
+            reason: text(quota.get("limitName")),
+            metadata,
+            ..detail("QuotaFailure")
+        });
+    }
+    for link in d
+        .get("help")
+        .and_then(|h| h.get("links"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push(ErrorDetail {
+            message: text(link.get("description")),
+            metadata: text(link.get("url"))
+                .map(|u| BTreeMap::from([("url".to_owned(), u)]))
+                .unwrap_or_default(),
+            ..detail("Help")
+        });
+    }
+    if let Some(m) = d.get("localizedMessage") {
+        out.push(ErrorDetail {
+            message: text(m.get("message")),
+            metadata: text(m.get("locale"))
+                .map(|l| BTreeMap::from([("locale".to_owned(), l)]))
+                .unwrap_or_default(),
+            ..detail("LocalizedMessage")
+        });
+    }
+    out
+}
+
+/// A warning's `data: [{key, value}]` as a map.
+fn key_values(data: Option<&Value>) -> BTreeMap<String, String> {
+    data.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((text(kv.get("key"))?, text(kv.get("value")).unwrap_or_default())))
+        .collect()
 }
 
 /// The `google.rpc.Code` name of a failed operation, from its `httpErrorStatusCode` (and its
@@ -280,7 +413,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const PLAIN: Compute = Compute { long_poll: false };
+    const PLAIN: Compute = Compute {
+        long_poll: false,
+        request_id_parameter: None,
+    };
 
     /// A zonal compute operation, as the Compute reference shows them.
     fn operation(status: &str) -> Value {
@@ -492,32 +628,60 @@ mod tests {
     }
 
     #[test]
-    fn resource_not_ready_keeps_polling_with_a_message() {
-        for status in ["RUNNING", "DONE"] {
-            let obs = poll(with(
-                operation(status),
-                json!({"error": {"errors": [{"code": "RESOURCE_NOT_READY",
-                    "message": "The resource 'projects/p/global/networks/n' is not ready"}]}}),
-            ));
-            assert_eq!(obs.state, UpstreamState::Running, "{status}");
-            assert!(obs.error.is_none());
-            assert!(
-                obs.message.unwrap().contains("is not ready"),
-                "the message says why"
-            );
-        }
+    fn resource_not_ready_keeps_polling_while_running_and_fails_once_done() {
+        let not_ready = json!({"error": {"errors": [{"code": "RESOURCE_NOT_READY",
+            "message": "The resource 'projects/p/global/networks/n' is not ready"}]}});
+        let obs = poll(with(operation("RUNNING"), not_ready.clone()));
+        assert_eq!(obs.state, UpstreamState::Running);
+        assert!(obs.error.is_none());
+        assert!(
+            obs.message.unwrap().contains("is not ready"),
+            "the message says why"
+        );
+        // A DONE operation never changes again: it is terminal, and this is its failure.
+        let obs = poll(with(operation("DONE"), not_ready));
+        assert_eq!(obs.state, UpstreamState::Failed);
+        let error = obs.error.unwrap();
+        assert_eq!(error.provider_code.as_deref(), Some("RESOURCE_NOT_READY"));
+        assert!(error.message.contains("is not ready"));
     }
 
     #[test]
-    fn warnings_become_the_message() {
-        let obs = poll(with(
-            operation("DONE"),
-            json!({"warnings": [{"code": "DISK_SIZE_LARGER_THAN_IMAGE_SIZE",
-                "message": "Disk size: '50 GB' is larger than image size: '10 GB'.",
-                "data": [{"key": "disk_size", "value": "50"}]}]}),
-        ));
+    fn warnings_become_the_note_of_a_success_and_details_of_a_failure() {
+        let warnings = json!({"warnings": [{"code": "DISK_SIZE_LARGER_THAN_IMAGE_SIZE",
+            "message": "Disk size: '50 GB' is larger than image size: '10 GB'.",
+            "data": [{"key": "disk_size", "value": "50"}]}]});
+        let obs = poll(with(operation("DONE"), warnings.clone()));
         assert_eq!(obs.state, UpstreamState::Succeeded);
         assert!(obs.message.unwrap().contains("is larger than image size"));
+        let failed = with(
+            with(operation("DONE"), warnings),
+            json!({"httpErrorStatusCode": 400, "httpErrorMessage": "BAD REQUEST",
+                "error": {"errors": [{"code": "INVALID_FIELD_VALUE", "location": "disks[0]",
+                    "message": "bad disk", "errorDetails": [
+                        {"errorInfo": {"reason": "INVALID_DISK", "domain": "compute.googleapis.com", "metadatas": {"disk": "d"}}},
+                        {"quotaInfo": {"metricName": "compute.googleapis.com/disks", "limitName": "DISKS-per-project", "limit": 10, "dimensions": {"region": "us"}}},
+                        {"help": {"links": [{"description": "Disks", "url": "https://cloud.google.com/compute/docs/disks"}]}},
+                        {"localizedMessage": {"locale": "en-US", "message": "bad disk!"}}]}]}}),
+        );
+        let error = poll(failed).error.unwrap();
+        let kinds: Vec<&str> = error.details.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Error",
+                "ErrorInfo",
+                "QuotaFailure",
+                "Help",
+                "LocalizedMessage",
+                "Warning"
+            ]
+        );
+        assert_eq!(error.details[0].field.as_deref(), Some("disks[0]"));
+        assert_eq!(error.details[1].metadata["disk"], "d");
+        assert_eq!(error.details[2].metadata["limit"], "10");
+        assert_eq!(error.details[2].metadata["dimensions.region"], "us");
+        assert_eq!(error.details[5].metadata["disk_size"], "50");
     }
 
     #[test]
@@ -544,8 +708,15 @@ mod tests {
             "body": {"name": "vm-1", "machineType": "zones/us-central1-a/machineTypes/e2-small"}
         }))
         .unwrap();
-        assert!(PLAIN.idempotent_start(&start));
-        let request = PLAIN.start_request(&start, "0b4a5c1e-0000-4000-8000-000000000001");
+        // Deployment Manager (the default) declares no request id: none is sent.
+        assert!(!PLAIN.idempotent_start(&start));
+        assert!(PLAIN.start_request(&start, "uid").query.is_empty());
+        let engine = Compute {
+            long_poll: false,
+            request_id_parameter: Some("requestId".into()),
+        };
+        assert!(engine.idempotent_start(&start));
+        let request = engine.start_request(&start, "0b4a5c1e-0000-4000-8000-000000000001");
         assert_eq!(request.method, reqwest::Method::POST);
         assert!(request.query.contains(&(
             "requestId".into(),
@@ -598,14 +769,18 @@ mod tests {
             ),
             ..OperationHandle::default()
         };
+        // The link's host is never called: its path after the version root, under baseURL.
         let get = PLAIN.poll_request(&handle).unwrap();
         assert_eq!(get.method, reqwest::Method::GET);
-        assert_eq!(get.path, handle.url.clone().unwrap());
-        let wait = Compute { long_poll: true }.poll_request(&handle).unwrap();
+        assert_eq!(get.path, "projects/p/zones/z/operations/operation-1");
+        let wait = Compute {
+            long_poll: true,
+            request_id_parameter: None,
+        }.poll_request(&handle).unwrap();
         assert_eq!(wait.method, reqwest::Method::POST);
         assert_eq!(
             wait.path,
-            "https://compute.example/compute/v1/projects/p/zones/z/operations/operation-1/wait"
+            "projects/p/zones/z/operations/operation-1/wait"
         );
         let by_name = OperationHandle {
             name: Some("projects/p/global/operations/operation-2".into()),
@@ -621,7 +796,10 @@ mod tests {
     #[test]
     fn a_wait_that_returns_before_done_is_still_running() {
         // `wait` is best effort: it may return at its deadline, or at once, with RUNNING.
-        let wait = Compute { long_poll: true };
+        let wait = Compute {
+            long_poll: true,
+            request_id_parameter: None,
+        };
         let obs = wait
             .parse_operation(&answer(&with(operation("RUNNING"), json!({"progress": 5}))))
             .unwrap();

@@ -1,20 +1,26 @@
 //! Google AIP-151 `google.longrunning.Operation`.
 //!
 //! `done` absent means false; done with `response` succeeds, with `error.code == 1` is
-//! cancelled, with any other error fails; done with neither fails as `UNKNOWN`. Progress comes
-//! from known metadata fields; errors inside metadata are not terminal. The start request sends
-//! `requestId` as its idempotency key.
+//! cancelled, with any other error fails (its `google.rpc.Status.details` kept in
+//! `error.details`); done with neither fails as `UNKNOWN`. Progress comes from known metadata
+//! fields; errors inside metadata are not terminal. The start request carries the request id in
+//! the query parameter `google.requestIdParameter` when the provider sets one (AIP-155's
+//! `requestId`, for APIs that declare it); by default it sends none, because Google's front ends
+//! refuse a query parameter the method does not declare (`400 Cannot bind query parameter`), and
+//! Service Management, GKE and Deployment Manager declare none.
 
 use serde_json::Value;
 
-use super::{
-    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
-    rpc_code_for_http, rpc_code_name,
-};
+use super::error_details::{envelope_error, status_error};
+use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
 /// The Google dialect.
-pub struct Google;
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Google {
+    /// The query parameter that carries the request id on the start request.
+    pub request_id_parameter: Option<String>,
+}
 
 /// Metadata fields that services use for percent complete, in order of preference.
 const PROGRESS_FIELDS: &[&str] = &[
@@ -28,11 +34,18 @@ const PROGRESS_FIELDS: &[&str] = &[
 
 impl Dialect for Google {
     fn idempotent_start(&self, _start: &StartRequest) -> bool {
-        true
+        self.request_id_parameter.is_some()
     }
 
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec {
-        RequestSpec::from_start_with_query_key(start, "requestId", request_id)
+        match &self.request_id_parameter {
+            Some(name) => RequestSpec::from_start_with_query_key(start, name, request_id),
+            None => RequestSpec::from_start(start),
+        }
+    }
+
+    fn no_idempotency_hint(&self) -> &'static str {
+        "this provider sends no request id (spec.google.requestIdParameter is unset: set it to requestId for APIs that declare it)"
     }
 
     fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
@@ -86,26 +99,9 @@ impl Dialect for Google {
     }
 
     fn parse_error(&self, answer: &HttpAnswer) -> OperationError {
-        // AIP-193 envelope: {"error": {"code": <HTTP status>, "message", "status": <rpc name>}}.
-        let envelope = answer.json().ok();
-        let error = envelope.as_ref().and_then(|v| v.get("error"));
-        let message = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {}", answer.status));
-        let status_name = error
-            .and_then(|e| e.get("status"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty());
-        OperationError {
-            code: status_name
-                .map(str::to_owned)
-                .unwrap_or_else(|| rpc_code_for_http(answer.status).to_owned()),
-            provider_code: status_name.map(str::to_owned),
-            http_status: Some(i32::from(answer.status)),
-            message,
-        }
+        // AIP-193 envelope: {"error": {"code": <HTTP status>, "message", "status": <rpc name>,
+        // "details": [...]}}.
+        envelope_error(answer)
     }
 }
 
@@ -147,29 +143,14 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
         obj.get("response").filter(|r| !r.is_null()),
     ) {
         (Some(error), _) => {
-            let code = error.get("code").and_then(Value::as_i64).unwrap_or(2);
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            observation.state = if code == 1 {
+            // An error object carrying OK (or no code) is malformed: it is reported as UNKNOWN.
+            let error = status_error(error);
+            observation.state = if error.code == "CANCELLED" {
                 UpstreamState::Cancelled
             } else {
                 UpstreamState::Failed
             };
-            observation.error = Some(OperationError {
-                // An error object carrying OK is malformed: report it as UNKNOWN.
-                code: if code == 0 {
-                    "UNKNOWN"
-                } else {
-                    rpc_code_name(code)
-                }
-                .to_owned(),
-                provider_code: Some(code.to_string()),
-                http_status: None,
-                message,
-            });
+            observation.error = Some(error);
         }
         (None, Some(response)) => {
             observation.state = UpstreamState::Succeeded;
@@ -185,9 +166,8 @@ fn observe(op: &Value) -> Result<Observation, ParseError> {
             observation.state = UpstreamState::Failed;
             observation.error = Some(OperationError {
                 code: "UNKNOWN".into(),
-                provider_code: None,
-                http_status: None,
                 message: "operation done with neither response nor error".into(),
+                ..OperationError::default()
             });
         }
     }
@@ -224,13 +204,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const GOOGLE: Google = Google {
+        request_id_parameter: None,
+    };
+
     fn poll(op: Value) -> Observation {
         let answer = HttpAnswer {
             status: 200,
             headers: vec![],
             body: serde_json::to_vec(&op).unwrap(),
         };
-        Google.parse_operation(&answer).unwrap()
+        GOOGLE.parse_operation(&answer).unwrap()
     }
 
     #[test]
@@ -327,7 +311,7 @@ mod tests {
             body: b"<html>".to_vec(),
         };
         assert!(matches!(
-            Google.parse_operation(&answer),
+            GOOGLE.parse_operation(&answer),
             Err(ParseError::NotJson(_))
         ));
         let answer = HttpAnswer {
@@ -336,7 +320,7 @@ mod tests {
             body: b"[1]".to_vec(),
         };
         assert!(matches!(
-            Google.parse_operation(&answer),
+            GOOGLE.parse_operation(&answer),
             Err(ParseError::Shape(_))
         ));
         let answer = HttpAnswer {
@@ -345,7 +329,7 @@ mod tests {
             body: br#"{"done":"yes"}"#.to_vec(),
         };
         assert!(matches!(
-            Google.parse_operation(&answer),
+            GOOGLE.parse_operation(&answer),
             Err(ParseError::Shape(_))
         ));
     }
@@ -356,7 +340,15 @@ mod tests {
             "path": "projects/p/clusters", "body": {"size": 3}
         }))
         .unwrap();
-        let request = Google.start_request(&start, "uid-1");
+        // By default no request id: Service Management, GKE and Deployment Manager refuse one.
+        let request = GOOGLE.start_request(&start, "uid-1");
+        assert!(request.query.is_empty());
+        assert!(!GOOGLE.idempotent_start(&start));
+        let with_id = Google {
+            request_id_parameter: Some("requestId".into()),
+        };
+        let request = with_id.start_request(&start, "uid-1");
+        assert!(with_id.idempotent_start(&start));
         assert_eq!(request.method, reqwest::Method::POST);
         assert!(
             request
@@ -369,7 +361,7 @@ mod tests {
             headers: vec![],
             body: br#"{"name":"operations/op-7","metadata":{"progressPercentage":0}}"#.to_vec(),
         };
-        let started = Google.parse_started(&answer).unwrap();
+        let started = GOOGLE.parse_started(&answer).unwrap();
         assert_eq!(started.handle.name.as_deref(), Some("operations/op-7"));
         assert_eq!(started.observation.progress, Some(0));
         let nameless = HttpAnswer {
@@ -377,7 +369,7 @@ mod tests {
             headers: vec![],
             body: b"{}".to_vec(),
         };
-        assert!(Google.parse_started(&nameless).is_err());
+        assert!(GOOGLE.parse_started(&nameless).is_err());
     }
 
     #[test]
@@ -386,7 +378,7 @@ mod tests {
             name: Some("operations/op-1".into()),
             ..Default::default()
         };
-        let request = Google.cancel_request(&handle).unwrap();
+        let request = GOOGLE.cancel_request(&handle).unwrap();
         assert_eq!(request.path, "operations/op-1:cancel");
         assert_eq!(request.method, reqwest::Method::POST);
     }
@@ -398,7 +390,7 @@ mod tests {
             headers: vec![],
             body: br#"{"error":{"code":400,"message":"size must be positive","status":"INVALID_ARGUMENT"}}"#.to_vec(),
         };
-        let error = Google.parse_error(&answer);
+        let error = GOOGLE.parse_error(&answer);
         assert_eq!(error.code, "INVALID_ARGUMENT");
         assert_eq!(error.http_status, Some(400));
         assert_eq!(error.message, "size must be positive");
@@ -407,16 +399,16 @@ mod tests {
             headers: vec![],
             body: b"nope".to_vec(),
         };
-        assert_eq!(Google.parse_error(&bare).code, "PERMISSION_DENIED");
+        assert_eq!(GOOGLE.parse_error(&bare).code, "PERMISSION_DENIED");
     }
 
     proptest::proptest! {
         #[test]
         fn parsing_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let answer = HttpAnswer { status: 200, headers: vec![], body };
-            let _ = Google.parse_operation(&answer);
-            let _ = Google.parse_started(&answer);
-            let _ = Google.parse_error(&answer);
+            let _ = GOOGLE.parse_operation(&answer);
+            let _ = GOOGLE.parse_started(&answer);
+            let _ = GOOGLE.parse_error(&answer);
         }
     }
 }

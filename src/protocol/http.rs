@@ -163,6 +163,7 @@ impl Http {
                     provider_code: None,
                     http_status: (!ok).then_some(i32::from(answer.status)),
                     message,
+                    details: vec![],
                 }),
                 ..Observation::default()
             }));
@@ -332,6 +333,7 @@ impl Dialect for Http {
             provider_code: None,
             http_status: Some(i32::from(answer.status)),
             message,
+            details: vec![],
         }
     }
 
@@ -394,6 +396,7 @@ impl Dialect for Unconfigured {
             http_status: Some(i32::from(answer.status)),
             message: conventional_message(&body_of(answer))
                 .unwrap_or_else(|| format!("HTTP {}", answer.status)),
+            details: vec![],
         }
     }
 }

@@ -5,7 +5,12 @@
 mod aws_cloud_control;
 mod azure;
 mod compute;
+pub mod error_details;
+#[cfg(test)]
+mod fixtures;
+mod gke;
 mod google;
+pub mod google_links;
 mod http;
 #[cfg(test)]
 mod proptests;
@@ -18,12 +23,23 @@ use serde_json::Value;
 
 use crate::api::{OperationError, OperationHandle, Protocol, ProviderSpec, StartRequest};
 
-/// Returns the dialect that speaks `protocol`.
+/// The `compute` dialect with no options.
+static COMPUTE: compute::Compute = compute::Compute {
+    long_poll: false,
+    request_id_parameter: None,
+};
+/// The `google` dialect with no options.
+static GOOGLE: google::Google = google::Google {
+    request_id_parameter: None,
+};
+
+/// Returns the dialect that speaks `protocol`, without any provider options.
 pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
     match protocol {
-        Protocol::Google => &google::Google,
+        Protocol::Google => &GOOGLE,
+        Protocol::Gke => &gke::Gke,
         Protocol::Redpanda => &redpanda::Redpanda,
-        Protocol::Compute => &compute::Compute { long_poll: false },
+        Protocol::Compute => &COMPUTE,
         Protocol::Azure => &azure::Azure,
         Protocol::AwsCloudControl => &aws_cloud_control::AwsCloudControl,
         // Without its provider's `spec.http`: see `dialect_for`.
@@ -32,13 +48,28 @@ pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
 }
 
 /// Returns the dialect for a provider: its protocol, with the provider's protocol options
-/// (`compute.longPoll`, the `http` expressions). `Err` says why the provider's options are
-/// unusable (an `http` expression that does not compile).
+/// (`google.requestIdParameter`, `compute.longPoll` and `requestIdParameter`, the `http`
+/// expressions). `Err` says why the provider's options are unusable (an `http` expression that
+/// does not compile).
 pub fn dialect_for(provider: &ProviderSpec) -> Result<DialectRef, String> {
     Ok(match provider.protocol {
-        Protocol::Compute if provider.compute.as_ref().is_some_and(|c| c.long_poll) => {
-            DialectRef::Builtin(&compute::Compute { long_poll: true })
-        }
+        Protocol::Google => match provider
+            .google
+            .as_ref()
+            .and_then(|g| g.request_id_parameter.clone())
+        {
+            Some(name) => DialectRef::Configured(Arc::new(google::Google {
+                request_id_parameter: Some(name),
+            })),
+            None => DialectRef::Builtin(&GOOGLE),
+        },
+        Protocol::Compute => match &provider.compute {
+            Some(options) => DialectRef::Configured(Arc::new(compute::Compute {
+                long_poll: options.long_poll,
+                request_id_parameter: options.request_id_parameter.clone(),
+            })),
+            None => DialectRef::Builtin(&COMPUTE),
+        },
         Protocol::Http => DialectRef::Configured(http::configured(
             &provider.base_url,
             provider.http.as_ref(),
@@ -234,8 +265,24 @@ pub enum StartOutcome {
     Started(Box<Started>),
     /// The upstream refused it; resending will not help.
     Rejected(OperationError),
+    /// The upstream did not process it and asks to be asked again later (429, a 503 with
+    /// `Retry-After`, a throttling error): resend after the wait, idempotency key or not.
+    Deferred(String),
     /// The outcome is unknown (5xx, throttled, unreadable answer); resend with the same key.
     Lost(String),
+}
+
+/// What one answer of the look-up for a lost start's operation says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Recovery {
+    /// Exactly one operation matches: the start began it.
+    Found(Box<Started>),
+    /// Ask this next (another page, or the operations of the resource found).
+    Next(RequestSpec),
+    /// None matches, or several do: the outcome cannot be told (for people).
+    NotFound(String),
+    /// No usable answer this time (a transient error); look again later.
+    Failed(String),
 }
 
 /// How the answer to a poll reads.
@@ -279,6 +326,11 @@ pub trait Dialect: Send + Sync {
     }
     /// Builds the start request; `request_id` is the idempotency key, stable across resends.
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
+    /// Why a start of this dialect may not be resent when its answer is lost, for the
+    /// `StartOutcomeUnknown` message (only read when [`Dialect::idempotent_start`] is false).
+    fn no_idempotency_hint(&self) -> &'static str {
+        "this protocol has no idempotency key"
+    }
     /// Builds the poll request for a handle, or says why the handle cannot be polled.
     fn poll_request(&self, handle: &OperationHandle) -> Result<RequestSpec, ParseError>;
     /// Builds the cancel request, or `None` when the protocol has none (or the handle lacks what it needs).
@@ -294,6 +346,13 @@ pub trait Dialect: Send + Sync {
     /// An error answer the upstream means as "try again", whatever its status (e.g. AWS
     /// throttling exceptions sent as 400). The default: none.
     fn is_transient(&self, _error: &OperationError) -> bool {
+        false
+    }
+
+    /// An error answer that says "slow down" whatever its status (e.g. AWS throttling
+    /// exceptions sent as 400): the request was not processed. The default: none (429 is
+    /// read as throttling by every dialect).
+    fn is_throttled(&self, _error: &OperationError) -> bool {
         false
     }
 
@@ -316,10 +375,19 @@ pub trait Dialect: Send + Sync {
             };
         }
         let error = self.parse_error(answer);
-        if is_refusal(answer.status) && !self.is_transient(&error) {
+        let text = describe(answer.status, &self.error_text(&error));
+        let not_processed = answer.status == 429
+            || (answer.status == 503
+                && ["retry-after", "retry-after-ms", "x-ms-retry-after-ms"]
+                    .iter()
+                    .any(|h| answer.header(h).is_some()))
+            || self.is_throttled(&error);
+        if not_processed {
+            StartOutcome::Deferred(text)
+        } else if is_refusal(answer.status) && !self.is_transient(&error) {
             StartOutcome::Rejected(error)
         } else {
-            StartOutcome::Lost(describe(answer.status, &self.error_text(&error)))
+            StartOutcome::Lost(text)
         }
     }
 
@@ -369,6 +437,28 @@ pub trait Dialect: Send + Sync {
             ),
             not_found: false,
         }
+    }
+
+    /// Whether the operation a start began can be looked for upstream when the start's answer
+    /// was lost and the start cannot be resent (no idempotency key). The default: no.
+    fn can_recover(&self) -> bool {
+        false
+    }
+
+    /// The first request of that look-up, for `start` sent at `sent_at` (`None`: nothing to look
+    /// for, the start's outcome stays unknown).
+    fn recovery_request(&self, _start: &StartRequest, _sent_at: jiff::Timestamp) -> Option<RequestSpec> {
+        None
+    }
+
+    /// Reads an answer of the look-up.
+    fn read_recovery(
+        &self,
+        _start: &StartRequest,
+        _sent_at: jiff::Timestamp,
+        _answer: &HttpAnswer,
+    ) -> Recovery {
+        Recovery::NotFound("this protocol cannot look for a started operation".into())
     }
 
     /// Reads the answer to a cancel request.

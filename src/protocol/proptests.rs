@@ -297,8 +297,12 @@ fn handle() -> impl Strategy<Value = OperationHandle> {
     })
 }
 
-fn dialects() -> [&'static dyn Dialect; 2] {
-    [&Google, &Redpanda]
+fn dialects() -> [&'static dyn Dialect; 3] {
+    [
+        super::dialect(crate::api::Protocol::Google),
+        super::dialect(crate::api::Protocol::Gke),
+        &Redpanda,
+    ]
 }
 
 /// Every reading entry point of `dialect` on `answer`, with light sanity checks on the results.
@@ -312,7 +316,13 @@ fn read_everything(dialect: &dyn Dialect, answer: &HttpAnswer) -> Result<(), Tes
     let request = RequestSpec::get("operations/x".into());
     match dialect.read_start(&request, answer) {
         StartOutcome::Started(started) => check_observation(&started.observation)?,
-        StartOutcome::Rejected(_) | StartOutcome::Lost(_) => {}
+        StartOutcome::Rejected(_) | StartOutcome::Lost(_) => {
+            prop_assert!(
+                answer.status != 429,
+                "a 429 is never a refusal nor a lost start: it was not processed"
+            );
+        }
+        StartOutcome::Deferred(_) => {}
     }
     let handle = OperationHandle {
         name: Some("operations/x".into()),
@@ -390,10 +400,10 @@ proptest! {
 
     #[test]
     fn wrong_google_operations_never_panic(status in status_code(), op in google_operation()) {
-        read_everything(&Google, &json_answer(status, &op))?;
+        read_everything(&Google::default(), &json_answer(status, &op))?;
         // The same object as an AIP-193 error envelope.
-        read_everything(&Google, &json_answer(status, &json!({"error": op})))?;
-        if let Ok(observation) = Google.parse_operation(&json_answer(200, &op)) {
+        read_everything(&Google::default(), &json_answer(status, &json!({"error": op})))?;
+        if let Ok(observation) = Google::default().parse_operation(&json_answer(200, &op)) {
             let done = op.get("done") == Some(&Value::Bool(true));
             prop_assert_eq!(
                 done,

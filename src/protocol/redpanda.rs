@@ -11,6 +11,7 @@ use super::{
     Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
     rpc_code_for_http, rpc_code_name,
 };
+use super::error_details::rpc_details;
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
 /// The Redpanda dialect.
@@ -88,6 +89,7 @@ impl Dialect for Redpanda {
             provider_code,
             http_status: Some(i32::from(answer.status)),
             message,
+            details: rpc_details(status.and_then(|s| s.get("details"))),
         }
     }
 }
@@ -144,6 +146,7 @@ fn observe(operation: &Value) -> Observation {
                     .and_then(Value::as_str)
                     .unwrap_or("the operation failed without an error message")
                     .to_owned(),
+                details: rpc_details(error.and_then(|e| e.get("details"))),
             });
         }
         // STATE_IN_PROGRESS, STATE_UNSPECIFIED, missing or unknown: keep polling.

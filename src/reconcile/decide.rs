@@ -63,11 +63,20 @@ pub struct Prerequisites {
     pub rendered: Option<Result<RenderedStart, String>>,
 }
 
+/// `Reconciling` reason while a throttled start waits to be resent.
+const START_DEFERRED: &str = "StartDeferred";
+/// `Reconciling` reason while the operation a lost start may have begun is looked for.
+const RECOVERING_START: &str = "RecoveringStart";
+
 /// What the protocol can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Caps {
     /// A start can be resent with the same idempotency key.
     pub idempotent_start: bool,
+    /// Why a start cannot be resent (for `StartOutcomeUnknown`), when it cannot.
+    pub no_idempotency: &'static str,
+    /// The operation a start began can be looked for upstream when the start's answer is lost.
+    pub can_recover: bool,
     /// The protocol has a cancel request.
     pub can_cancel: bool,
     /// Polls are long polls (held by the upstream): the next one follows at once, at most one
@@ -101,6 +110,14 @@ pub enum Event {
     StartRejected(OperationError),
     /// The start request's outcome is unknown (timeout, connection error, 5xx, unreadable answer).
     StartLost(String),
+    /// The upstream did not process the start request (429, 503 with `Retry-After`): resend it.
+    StartDeferred(String),
+    /// The operation a start with a lost answer began was found upstream.
+    Recovered(Started),
+    /// The operation a start with a lost answer may have begun cannot be told (none, or several).
+    NotRecovered(String),
+    /// Looking for that operation failed this time (a transient answer); look again later.
+    RecoveryFailed(String),
     /// A poll was answered.
     Polled(Observation),
     /// A poll failed.
@@ -152,6 +169,8 @@ pub enum Action {
     Poll,
     /// Send the cancel request now.
     Cancel,
+    /// Look upstream for the operation a start whose answer was lost may have begun.
+    Recover,
     /// Nothing to do; come back after this long (`None`: only on a change).
     Wait(Option<Duration>),
 }
@@ -327,18 +346,14 @@ impl Decider<'_> {
             .as_ref()
             .and_then(|h| h.request_id.clone())
             .unwrap_or_else(|| self.input.uid.to_owned());
+        let caps = self.input.caps;
         match event {
-            Event::Started(started) => {
-                let mut handle = started.handle.clone();
-                handle.request_id = Some(request_id);
-                self.status.operation = Some(handle);
-                self.status.phase = Some(Phase::Running);
-                self.status.last_change_at = Some(micro_time(self.input.now));
-                let message = format!("started {}", self.handle_label());
-                self.notice(false, "Started", message.clone());
-                self.status.message = Some(message);
-                self.observe(&started.observation)
-            }
+            Event::Started(started) => self.started(started, request_id, None),
+            Event::Recovered(started) => self.started(
+                started,
+                request_id,
+                Some("found upstream after the start request's answer was lost"),
+            ),
             Event::StartRejected(error) => {
                 let message = format!(
                     "the upstream rejected the start request: {}",
@@ -347,9 +362,20 @@ impl Decider<'_> {
                 self.status.error = Some(error.clone());
                 self.finish(Phase::Failed, "StartRejected", message)
             }
-            Event::StartLost(why) if !self.input.caps.idempotent_start => {
-                self.start_outcome_unknown(why)
+            Event::StartDeferred(why) => {
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
+                // Throttled: the upstream did not process it, so it is resent even without an
+                // idempotency key, after the upstream's Retry-After (else the schedule).
+                let message = format!(
+                    "the upstream did not process the start request ({why}); it will be resent"
+                );
+                self.status.message = Some(message.clone());
+                self.conditions(START_DEFERRED, &message);
+                self.wait_for_next_poll()
             }
+            Event::StartLost(why) if !caps.idempotent_start => self.recover_or_give_up(why),
             Event::StartLost(why) => {
                 if let Some(action) = self.timed_out() {
                     return action;
@@ -361,28 +387,90 @@ impl Decider<'_> {
                 self.conditions("StartRetrying", &message);
                 self.wait_for_next_poll()
             }
+            Event::NotRecovered(why) => self.start_outcome_unknown(why),
+            Event::RecoveryFailed(why) => {
+                if let Some(action) = self.timed_out() {
+                    return action;
+                }
+                let message = format!(
+                    "looking for the operation the lost start request may have begun: {why}; looking again"
+                );
+                self.status.message = Some(message.clone());
+                self.conditions(RECOVERING_START, &message);
+                self.wait_for_next_poll()
+            }
             _ => {
                 if let Some(action) = self.timed_out() {
                     return action;
                 }
-                if !self.input.caps.idempotent_start {
-                    // The intent is recorded but no answer was: it may or may not have been created.
-                    return self.start_outcome_unknown(
-                        "the operator stopped before the answer was recorded",
-                    );
+                let reason = conditions::find(
+                    &self.status.conditions,
+                    crate::api::condition::RECONCILING,
+                )
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+                let first = self.input.memory.failures == 0;
+                if caps.idempotent_start {
+                    return if first || self.due() {
+                        Action::Start { request_id }
+                    } else {
+                        self.wait_for_next_poll()
+                    };
                 }
-                if self.input.memory.failures == 0 || self.due() {
-                    Action::Start { request_id }
-                } else {
-                    self.wait_for_next_poll()
+                match reason.as_str() {
+                    // Not processed upstream: resend when due (at once after a restart).
+                    START_DEFERRED if first || self.due() => {
+                        let message = "resending the start request".to_owned();
+                        self.status.message = Some(message.clone());
+                        // Written before the resend: a crash during it leaves an unknown outcome.
+                        self.conditions("Starting", &message);
+                        Action::Start { request_id }
+                    }
+                    RECOVERING_START if first || self.due() => Action::Recover,
+                    START_DEFERRED | RECOVERING_START => self.wait_for_next_poll(),
+                    // The intent is recorded but no answer was: it may or may not have been created.
+                    _ => self.recover_or_give_up(
+                        "the operator stopped before the answer was recorded",
+                    ),
                 }
             }
         }
     }
 
+    /// The start request was answered with a handle (or the handle was found after a lost answer).
+    fn started(&mut self, started: &Started, request_id: String, how: Option<&str>) -> Action {
+        let mut handle = started.handle.clone();
+        handle.request_id = Some(request_id);
+        self.status.operation = Some(handle);
+        self.status.phase = Some(Phase::Running);
+        self.status.last_change_at = Some(micro_time(self.input.now));
+        let message = match how {
+            Some(how) => format!("started {} ({how})", self.handle_label()),
+            None => format!("started {}", self.handle_label()),
+        };
+        self.notice(false, "Started", message.clone());
+        self.status.message = Some(message);
+        self.observe(&started.observation)
+    }
+
+    /// A start without an idempotency key whose outcome is unknown: look for what it started
+    /// where the protocol can, else give up with `StartOutcomeUnknown`.
+    fn recover_or_give_up(&mut self, why: &str) -> Action {
+        if !self.input.caps.can_recover {
+            return self.start_outcome_unknown(why);
+        }
+        let message = format!(
+            "the start request's outcome is unknown ({why}); looking upstream for the operation it may have begun"
+        );
+        self.status.message = Some(message.clone());
+        self.conditions(RECOVERING_START, &message);
+        Action::Recover
+    }
+
     fn start_outcome_unknown(&mut self, why: &str) -> Action {
         let message = format!(
-            "the start request may or may not have created the operation ({why}), and this protocol has no idempotency key to resend it safely; find the operation upstream and adopt it by creating a LongRunningOperation with spec.operation set to its name, id or url"
+            "the start request may or may not have created the operation ({why}); {}, so resending it could start a second one; find the operation upstream and adopt it by creating a LongRunningOperation with spec.operation set to its name, id or url",
+            self.input.caps.no_idempotency
         );
         self.finish(Phase::Failed, "StartOutcomeUnknown", message)
     }
@@ -466,6 +554,7 @@ impl Decider<'_> {
                 provider_code: None,
                 http_status: Some(404),
                 message: failure.message.clone(),
+                details: vec![],
             });
             let message = format!(
                 "the upstream has not known the operation for {}: it expired or never existed ({})",
@@ -526,7 +615,11 @@ impl Decider<'_> {
                 self.status.last_change_at = Some(micro_time(self.input.now));
                 let message = match (&observation.error, phase) {
                     (Some(e), _) => error_text(e),
-                    (None, Phase::Succeeded) => "the upstream operation succeeded".into(),
+                    // A note of a finished operation (Compute `warnings`) is kept.
+                    (None, Phase::Succeeded) => match &observation.message {
+                        Some(note) => format!("the upstream operation succeeded; {note}"),
+                        None => "the upstream operation succeeded".into(),
+                    },
                     (None, _) => format!("the upstream operation ended: {}", phase.as_str()),
                 };
                 self.finish(phase, reason, message)
@@ -600,6 +693,7 @@ impl Decider<'_> {
                 "not done within the timeout of {}",
                 format_duration(timeout)
             ),
+            details: vec![],
         });
         let message = format!(
             "the operation did not finish within spec.polling.timeout ({}); the upstream operation was not cancelled",

@@ -86,6 +86,7 @@ fn upstream_error(code: &str, message: &str) -> OperationError {
         provider_code: Some("9".into()),
         http_status: None,
         message: message.into(),
+        details: vec![],
     }
 }
 
@@ -156,7 +157,7 @@ impl World {
             caps: Caps {
                 idempotent_start: true,
                 can_cancel: true,
-                long_poll: false,
+                ..Caps::default()
             },
             memory: Memory::new(t(0.0)),
             pre: Prerequisites::default(),
@@ -221,7 +222,7 @@ impl World {
         self.caps = Caps {
             idempotent_start,
             can_cancel,
-            long_poll: false,
+            ..Caps::default()
         };
         self
     }
@@ -773,6 +774,7 @@ fn starting() {
                 provider_code: Some("3".into()),
                 http_status: Some(400),
                 message: "zone us-x1 does not exist".into(),
+                details: vec![],
             }),
             phase: Phase::Failed,
             action: Want::Is(Action::Wait(None)),
