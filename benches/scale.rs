@@ -3,7 +3,7 @@
 //! ideal; optionally a restart at half-time and a provider rate limit. Run it through
 //! `hack/bench` (see `docs/benchmarks.md`); everything stays on loopback.
 //!
-//!     scale --bin PATH [--ops N] [--duration-dist uniform:30:120|fixed:S] [--dir DIR]
+//!     scale --bin PATH --sim PATH [--ops N] [--duration-dist uniform:30:120|fixed:S] [--dir DIR]
 //!           [--initial S] [--max S] [--multiplier M] [--jitter J]
 //!           [--mix google,redpanda,google-start] [--rate-limit RPS[:BURST]] [--restart]
 //!           [--concurrency N] [--keep]
@@ -27,6 +27,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Args {
     bin: PathBuf,
+    /// The simulator binary (`lro-sim`).
+    sim: PathBuf,
     ops: usize,
     dist: Dist,
     dir: PathBuf,
@@ -147,6 +149,7 @@ impl Dist {
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
         bin: PathBuf::new(),
+        sim: PathBuf::new(),
         ops: 1000,
         dist: Dist::Uniform(30.0, 120.0),
         dir: std::env::temp_dir().join("lro-bench"),
@@ -165,6 +168,7 @@ fn parse_args() -> Result<Args, Error> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--bin" => args.bin = PathBuf::from(value()?),
+            "--sim" => args.sim = PathBuf::from(value()?),
             "--ops" => args.ops = value()?.parse()?,
             "--duration-dist" => args.dist = Dist::parse(&value()?)?,
             "--dir" => args.dir = PathBuf::from(value()?),
@@ -199,6 +203,9 @@ fn parse_args() -> Result<Args, Error> {
     }
     if args.bin.as_os_str().is_empty() {
         return Err("--bin PATH (the release lro-operator) is required".into());
+    }
+    if args.sim.as_os_str().is_empty() {
+        return Err("--sim PATH (the release lro-sim) is required".into());
     }
     if args.mix.is_empty() {
         return Err("--mix needs at least one kind".into());
@@ -637,8 +644,8 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     };
     let sim_log = logs.join("sim.log");
     procs.children.push(
-        Command::new(&args.bin)
-            .args(["sim", "--listen", "127.0.0.1:0"])
+        Command::new(&args.sim)
+            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(File::create(&sim_log)?)
             .stderr(File::create(logs.join("sim.stderr"))?)

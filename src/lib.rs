@@ -1,15 +1,14 @@
 //! lro-operator: cloud long-running operations as Kubernetes objects.
 //!
 //! The crate is a library plus one binary. The reconcile logic ([`reconcile`]) is pure and
-//! usable without a cluster; [`controller`] wires it to kube-runtime; [`sim`] is the upstream
-//! simulator used by the tests and the demo.
+//! usable without a cluster; [`controller`] wires it to kube-runtime. The upstream simulator
+//! used by the tests and the demo is a crate of its own (`sim/`), not part of this one.
 
 pub mod api;
 pub mod cel;
 pub mod controller;
 pub mod protocol;
 pub mod reconcile;
-pub mod sim;
 pub mod telemetry;
 pub mod upstream;
 pub mod webhook;

@@ -1,5 +1,4 @@
-//! The `lro-operator` command: `run` the operator, print the `crd`s, run the upstream `sim`ulator,
-//! or print the `version`.
+//! The `lro-operator` command: `run` the operator, print the `crd`s, or print the `version`.
 
 use std::process::ExitCode;
 
@@ -22,8 +21,6 @@ enum Command {
     Run(Box<lro_operator::controller::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd,
-    /// Run the upstream simulator (every protocol, scripted durations and outcomes).
-    Sim(lro_operator::sim::SimArgs),
     /// Print the version.
     Version,
 }
@@ -63,10 +60,6 @@ fn main() -> ExitCode {
             Command::Run(args) => {
                 lro_operator::telemetry::init_logging(args.log_json);
                 lro_operator::controller::run(*args).await?;
-            }
-            Command::Sim(args) => {
-                lro_operator::telemetry::init_logging(false);
-                lro_operator::sim::run(args).await?;
             }
             Command::Crd | Command::Version => {}
         }

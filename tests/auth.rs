@@ -3,7 +3,7 @@
 //! TLS with a test CA and mTLS, the address policy, the namespace boundary, bad input, and a
 //! search of logs, events and statuses for every secret value.
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 
@@ -822,7 +822,7 @@ impl Pki {
     }
 }
 
-/// `lro-operator sim` over HTTPS requiring client certificates from the test CA.
+/// `lro-sim` over HTTPS requiring client certificates from the test CA.
 async fn tls_sim(pki: &Pki, dir: &std::path::Path) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let write = |name: &str, pem: &str| {
@@ -833,8 +833,8 @@ async fn tls_sim(pki: &Pki, dir: &std::path::Path) -> (tokio::process::Child, St
     let cert = write("server.crt", &pki.server.0);
     let key = write("server.key", &pki.server.1);
     let ca = write("ca.crt", &pki.ca);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lro-operator"))
-        .args(["sim", "--listen", "127.0.0.1:0"])
+    let mut child = tokio::process::Command::new(support::sim_bin())
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")

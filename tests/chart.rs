@@ -8,9 +8,8 @@
 //! A bare apiserver has no kubelet, so the chart's pods never run: the test runs the binary itself,
 //! with the chart's arguments and the chart's identity.
 
-#[path = "support/helm.rs"]
-mod helm;
-mod support;
+use lro_testkit as support;
+use lro_testkit::helm;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;

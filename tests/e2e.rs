@@ -6,7 +6,7 @@
 //! `hack/control-plane down --dir …`); with it, that kubeconfig is used. `LRO_E2E_KEEP_LOGS=1`
 //! keeps every test's operator and simulator logs (a failed test always keeps and prints them).
 
-mod support;
+use lro_testkit as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //!
 //! Run with `cargo test --test faults`; see `tests/e2e.rs` for the harness's environment.
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! starts a shared control plane; the apiserver-restart test starts a control plane of its own
 //! (and stops it), so restarting it disturbs no other test.
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Starting safely and cancelling on delete, end to end (real apiserver, simulator, operator).
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

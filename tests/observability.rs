@@ -4,7 +4,7 @@
 //! Run with `cargo test --test observability`; set `LRO_E2E_KUBECONFIG` to reuse a control plane
 //! started by `hack/control-plane up`.
 
-mod support;
+use lro_testkit as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! One end-to-end test per upstream protocol (beyond `google`, covered in `e2e.rs`), against the
 //! real apiserver, the simulator and the operator, plus the protocol-specific safety rules.
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

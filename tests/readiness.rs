@@ -10,10 +10,8 @@
 //! Run with `cargo test --test readiness`; the control plane is the e2e harness's
 //! (`LRO_E2E_KUBECONFIG`, else `hack/control-plane up`).
 
-#[path = "support/helm.rs"]
-#[allow(dead_code)] // tests/chart.rs uses the rest
-mod helm;
-mod support;
+use lro_testkit as support;
+use lro_testkit::helm;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

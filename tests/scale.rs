@@ -2,7 +2,7 @@
 //! `lro.dev/shard` label, a provider's rate limit, and reconciles that read their provider from
 //! the watch cache. (How far one replica goes is measured by `hack/bench`, not here.)
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

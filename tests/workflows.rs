@@ -1,6 +1,6 @@
 //! Workflows of operations end to end: `dependsOn`, templated starts, and `outputs`.
 
-mod support;
+use lro_testkit as support;
 
 use std::time::Duration;
 

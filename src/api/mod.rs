@@ -14,13 +14,14 @@ pub use auth::{
 };
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use operation::{
-    ErrorDetail, HttpMethod, LongRunningOperation, LongRunningOperationSpec, LongRunningOperationStatus,
-    OnDelete, OperationError, OperationHandle, OperationRef, OutputTarget, Outputs, Phase,
-    PollingSpec, ProviderKind, ProviderRef, RenderedStart, StartRequest,
+    ErrorDetail, HttpMethod, LongRunningOperation, LongRunningOperationSpec,
+    LongRunningOperationStatus, OnDelete, OperationError, OperationHandle, OperationRef,
+    OutputTarget, Outputs, Phase, PollingSpec, ProviderKind, ProviderRef, RenderedStart,
+    StartRequest,
 };
 pub use provider::{
-    ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, GoogleOptions, HttpOptions,
-    OperationProvider, OperationProviderStatus, Protocol, ProviderSpec, RateLimitSpec,
+    ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, GoogleOptions,
+    HttpOptions, OperationProvider, OperationProviderStatus, Protocol, ProviderSpec, RateLimitSpec,
 };
 
 /// The API group of every kind in this crate.

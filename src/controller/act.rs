@@ -70,14 +70,14 @@ pub async fn recover(
         return Event::NotRecovered("there is nothing to look it up by".into());
     };
     for _ in 0..MAX_RECOVERY_STEPS {
-        let (answer, sent) = match send(upstream, meter, RequestKind::Poll, provider, &request).await
-        {
-            Ok(answered) => answered,
-            Err(e) => {
-                memory.record_failure(jiff::Timestamp::now(), e.to_string(), None, false);
-                return Event::RecoveryFailed(e.to_string());
-            }
-        };
+        let (answer, sent) =
+            match send(upstream, meter, RequestKind::Poll, provider, &request).await {
+                Ok(answered) => answered,
+                Err(e) => {
+                    memory.record_failure(jiff::Timestamp::now(), e.to_string(), None, false);
+                    return Event::RecoveryFailed(e.to_string());
+                }
+            };
         let outcome = dialect.read_recovery(start, sent_at, &answer);
         sent.record(!matches!(outcome, Recovery::Failed(_)));
         match outcome {

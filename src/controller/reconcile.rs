@@ -301,10 +301,7 @@ async fn reconcile_inner(
                     .as_ref()
                     .map(|r| crate::reconcile::template::apply(start, r));
                 let start = rendered.as_ref().unwrap_or(start);
-                let sent_at = current
-                    .started_at
-                    .as_ref()
-                    .map_or(now, |t| t.0);
+                let sent_at = current.started_at.as_ref().map_or(now, |t| t.0);
                 debug!("looking for the operation a lost start may have begun");
                 act::recover(
                     &client.upstream,

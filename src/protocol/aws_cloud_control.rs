@@ -18,11 +18,11 @@
 
 use serde_json::{Map, Value, json};
 
+use super::error_details::{bound, detail};
 use super::{
     Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
     rpc_code_for_http,
 };
-use super::error_details::{bound, detail};
 use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
 
 /// The AWS Cloud Control dialect.
@@ -608,7 +608,7 @@ mod tests {
         };
         assert!(matches!(
             AwsCloudControl.read_start(&request, &header_only),
-            StartOutcome::Lost(_)
+            StartOutcome::Deferred(_)
         ));
     }
 

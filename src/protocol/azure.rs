@@ -26,11 +26,11 @@
 
 use serde_json::Value;
 
+use super::error_details::{MAX_DEPTH, bound, detail};
 use super::{
     Dialect, HttpAnswer, Observation, ParseError, PollOutcome, RequestSpec, StartOutcome, Started,
     UpstreamState, describe, is_refusal, is_success, rpc_code_for_http,
 };
-use super::error_details::{MAX_DEPTH, bound, detail};
 use crate::api::{ErrorDetail, HttpMethod, OperationError, OperationHandle, StartRequest};
 
 /// The Azure dialect.

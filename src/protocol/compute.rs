@@ -385,7 +385,12 @@ fn key_values(data: Option<&Value>) -> BTreeMap<String, String> {
     data.and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|kv| Some((text(kv.get("key"))?, text(kv.get("value")).unwrap_or_default())))
+        .filter_map(|kv| {
+            Some((
+                text(kv.get("key"))?,
+                text(kv.get("value")).unwrap_or_default(),
+            ))
+        })
         .collect()
 }
 
@@ -776,12 +781,11 @@ mod tests {
         let wait = Compute {
             long_poll: true,
             request_id_parameter: None,
-        }.poll_request(&handle).unwrap();
+        }
+        .poll_request(&handle)
+        .unwrap();
         assert_eq!(wait.method, reqwest::Method::POST);
-        assert_eq!(
-            wait.path,
-            "projects/p/zones/z/operations/operation-1/wait"
-        );
+        assert_eq!(wait.path, "projects/p/zones/z/operations/operation-1/wait");
         let by_name = OperationHandle {
             name: Some("projects/p/global/operations/operation-2".into()),
             ..OperationHandle::default()

@@ -66,7 +66,12 @@ fn answer_of(fixture: &Value) -> HttpAnswer {
         .as_object()
         .map(|h| {
             h.iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or_default().into()))
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        v.as_str().unwrap_or_default().into(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -228,10 +233,7 @@ fn check(
                 }
             }
             "state" => {
-                let got = seen
-                    .observation
-                    .as_ref()
-                    .map(|o| format!("{:?}", o.state));
+                let got = seen.observation.as_ref().map(|o| format!("{:?}", o.state));
                 if want.as_str() != got.as_deref() {
                     fail(key, want, json!(got));
                 }

@@ -250,12 +250,17 @@ mod tests {
         assert_eq!(obs.progress, Some(50));
         op["progress"] = json!({"metrics": [
             {"name": "progress", "doubleValue": 0.56}, {"name": "progress scale", "doubleValue": 1.0}]});
-        assert_eq!(Gke.parse_operation(&answer(&op)).unwrap().progress, Some(56));
+        assert_eq!(
+            Gke.parse_operation(&answer(&op)).unwrap().progress,
+            Some(56)
+        );
     }
 
     #[test]
     fn done_with_an_error_fails_and_aborting_keeps_polling() {
-        let obs = Gke.parse_operation(&answer(&operation("ABORTING"))).unwrap();
+        let obs = Gke
+            .parse_operation(&answer(&operation("ABORTING")))
+            .unwrap();
         assert_eq!(obs.state, UpstreamState::Running);
         let mut op = operation("DONE");
         op["error"] = json!({"code": 8, "message": "Insufficient regional quota", "details": [

@@ -45,7 +45,10 @@ pub fn resource_path(link: &str) -> String {
     if url.cannot_be_a_base() {
         return link.to_owned();
     }
-    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     match segments.iter().position(|s| is_version(s)) {
         Some(root) => segments[root + 1..].join("/"),
         None => url.path().to_owned(),
@@ -93,10 +96,27 @@ mod tests {
 
     #[test]
     fn version_roots_are_recognised() {
-        for yes in ["v1", "v2", "v1beta1", "v1p1beta1", "v2alpha", "beta", "alpha", "v1beta"] {
+        for yes in [
+            "v1",
+            "v2",
+            "v1beta1",
+            "v1p1beta1",
+            "v2alpha",
+            "beta",
+            "alpha",
+            "v1beta",
+        ] {
             assert!(is_version(yes), "{yes}");
         }
-        for no in ["v", "projects", "vm-1", "v1x", "version", "us-central1-a", ""] {
+        for no in [
+            "v",
+            "projects",
+            "vm-1",
+            "v1x",
+            "version",
+            "us-central1-a",
+            "",
+        ] {
             assert!(!is_version(no), "{no}");
         }
     }

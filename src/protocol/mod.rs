@@ -447,7 +447,11 @@ pub trait Dialect: Send + Sync {
 
     /// The first request of that look-up, for `start` sent at `sent_at` (`None`: nothing to look
     /// for, the start's outcome stays unknown).
-    fn recovery_request(&self, _start: &StartRequest, _sent_at: jiff::Timestamp) -> Option<RequestSpec> {
+    fn recovery_request(
+        &self,
+        _start: &StartRequest,
+        _sent_at: jiff::Timestamp,
+    ) -> Option<RequestSpec> {
         None
     }
 

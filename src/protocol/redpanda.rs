@@ -7,11 +7,11 @@
 
 use serde_json::Value;
 
+use super::error_details::rpc_details;
 use super::{
     Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
     rpc_code_for_http, rpc_code_name,
 };
-use super::error_details::rpc_details;
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
 /// The Redpanda dialect.

@@ -403,12 +403,10 @@ impl Decider<'_> {
                 if let Some(action) = self.timed_out() {
                     return action;
                 }
-                let reason = conditions::find(
-                    &self.status.conditions,
-                    crate::api::condition::RECONCILING,
-                )
-                .map(|c| c.reason.clone())
-                .unwrap_or_default();
+                let reason =
+                    conditions::find(&self.status.conditions, crate::api::condition::RECONCILING)
+                        .map(|c| c.reason.clone())
+                        .unwrap_or_default();
                 let first = self.input.memory.failures == 0;
                 if caps.idempotent_start {
                     return if first || self.due() {
@@ -429,9 +427,8 @@ impl Decider<'_> {
                     RECOVERING_START if first || self.due() => Action::Recover,
                     START_DEFERRED | RECOVERING_START => self.wait_for_next_poll(),
                     // The intent is recorded but no answer was: it may or may not have been created.
-                    _ => self.recover_or_give_up(
-                        "the operator stopped before the answer was recorded",
-                    ),
+                    _ => self
+                        .recover_or_give_up("the operator stopped before the answer was recorded"),
                 }
             }
         }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::auth::{GoogleKey, KeyPlacement, OAuth2Client};
 use super::sigv4::AwsKeys;
 use super::*;
-use crate::sim::{SimState, router};
+use lro_sim::{SimState, router};
 
 const TEST_KEY: &str = include_str!("../../tests/fixtures/sa-test-key.pem");
 const TEST_PUBLIC_KEY: &str = include_str!("../../tests/fixtures/sa-test-key.pub.pem");
@@ -330,20 +330,20 @@ async fn tls_sim(pki: &Pki, client_ca: bool) -> (String, tempfile::TempDir) {
         std::fs::write(&path, pem).expect("write");
         path
     };
-    let args = crate::sim::SimArgs {
+    let args = lro_sim::SimArgs {
         listen: "127.0.0.1:0".parse().expect("addr"),
         tls_cert: Some(write("server.crt", &pki.server.0)),
         tls_key: Some(write("server.key", &pki.server.1)),
         tls_client_ca: client_ca.then(|| write("ca.crt", &pki.ca)),
     };
-    let acceptor = crate::sim::tls::acceptor(&args)
+    let acceptor = lro_sim::tls::acceptor(&args)
         .expect("tls")
         .expect("acceptor");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(crate::sim::tls::serve(
+    tokio::spawn(lro_sim::tls::serve(
         listener,
         acceptor,
         router(SimState::default()),

@@ -424,10 +424,10 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    use crate::protocol::{HttpAnswer, RequestSpec};
-    use crate::sim::script::Script;
-    use crate::sim::{SimState, router};
-    use crate::upstream::{Upstream, UpstreamError};
+    use crate::script::Script;
+    use crate::{SimState, router};
+    use lro_operator::protocol::{HttpAnswer, RequestSpec};
+    use lro_operator::upstream::{Upstream, UpstreamError};
 
     fn faults(value: Value) -> Result<Faults, String> {
         Script::from_json(json!({ "faults": value })).map(|s| s.faults)

@@ -207,7 +207,7 @@ fn scope_of(path: &str) -> String {
 
 /// The `requestId` query parameter, decoded.
 fn request_id(query: &str) -> Option<String> {
-    let url = reqwest::Url::parse(&format!("http://sim.invalid/?{query}")).ok()?;
+    let url = url::Url::parse(&format!("http://sim.invalid/?{query}")).ok()?;
     url.query_pairs()
         .find(|(k, v)| k == "requestId" && !v.is_empty())
         .map(|(_, v)| v.into_owned())
@@ -366,12 +366,12 @@ mod contract {
     use serde_json::json;
 
     use super::super::{SimState, router};
-    use crate::api::{Protocol, ProviderSpec, StartRequest};
-    use crate::protocol::{
+    use lro_operator::api::{Protocol, ProviderSpec, StartRequest};
+    use lro_operator::protocol::{
         Dialect, HttpAnswer, PollOutcome, StartOutcome, Started, UpstreamState, dialect,
         dialect_for,
     };
-    use crate::upstream::Upstream;
+    use lro_operator::upstream::Upstream;
 
     async fn serve() -> (String, SimState) {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -402,8 +402,8 @@ mod contract {
     async fn poll(
         base: &str,
         d: &dyn Dialect,
-        handle: &crate::api::OperationHandle,
-    ) -> (crate::protocol::Observation, HttpAnswer) {
+        handle: &lro_operator::api::OperationHandle,
+    ) -> (lro_operator::protocol::Observation, HttpAnswer) {
         let request = d.poll_request(handle).unwrap();
         let answer = upstream().send(base, &request).await.unwrap();
         match d.read_poll(handle, &answer) {
@@ -498,7 +498,7 @@ mod contract {
         let (root, _state) = serve().await;
         let base = format!("{root}/compute/v1");
         let d = dialect(Protocol::Compute);
-        let handle = crate::api::OperationHandle {
+        let handle = lro_operator::api::OperationHandle {
             url: Some(format!(
                 "{base}/projects/p/global/operations/operation-nope"
             )),

@@ -14,14 +14,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
-use crate::support::{Output, TestEnv};
+use crate::{Output, TestEnv};
 
 /// How long one helm or kubectl call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(180);
 /// The repository root.
-pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The chart, as a path.
-pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lro-operator");
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/lro-operator");
 
 static HELM: OnceCell<PathBuf> = OnceCell::const_new();
 

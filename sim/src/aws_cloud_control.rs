@@ -341,11 +341,11 @@ mod contract {
     use serde_json::json;
 
     use super::super::{SimState, router};
-    use crate::api::{OperationHandle, Protocol, StartRequest};
-    use crate::protocol::{
+    use lro_operator::api::{OperationHandle, Protocol, StartRequest};
+    use lro_operator::protocol::{
         CancelOutcome, Observation, PollOutcome, StartOutcome, Started, UpstreamState, dialect,
     };
-    use crate::upstream::Upstream;
+    use lro_operator::upstream::Upstream;
 
     async fn serve() -> (String, SimState) {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -174,9 +174,33 @@ fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
     Value::Object(out)
 }
 
-/// Redpanda serialises rpc codes by name.
+/// Redpanda serialises rpc codes by name (`rpc.Status.code` is an enum of the
+/// `google.rpc.Code` names in the control-plane OpenAPI document).
 fn status_name_of_rpc(code: i32) -> &'static str {
-    crate::protocol::rpc_code_name(i64::from(code))
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
 }
 
 /// An `rpc.Status` error answer.

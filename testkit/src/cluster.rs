@@ -63,7 +63,7 @@ pub async fn with_crds(kubeconfig: PathBuf) -> Cluster {
         kubeconfig,
         cache_dir,
     };
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/lro.dev.yaml");
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/lro.dev.yaml");
     cluster
         .kubectl(
             &["apply", "--server-side", "--force-conflicts", "-f", crds],
@@ -79,7 +79,7 @@ pub async fn with_crds(kubeconfig: PathBuf) -> Cluster {
 
 /// Runs `hack/control-plane up --dir DIR` and returns the kubeconfig from its last stdout line.
 pub async fn control_plane_up(dir: &Path) -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/control-plane");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/control-plane");
     let out = Command::new(script)
         .arg("up")
         .arg("--dir")

@@ -88,7 +88,7 @@ fn origin(headers: &HeaderMap) -> String {
 }
 
 fn api_version(query: Option<&str>) -> Option<String> {
-    let url = reqwest::Url::parse(&format!("http://sim.invalid/?{}", query?)).ok()?;
+    let url = url::Url::parse(&format!("http://sim.invalid/?{}", query?)).ok()?;
     url.query_pairs()
         .find(|(k, v)| k == "api-version" && !v.is_empty())
         .map(|(_, v)| v.into_owned())
@@ -547,11 +547,11 @@ mod contract {
     use serde_json::{Value, json};
 
     use super::super::{SimState, router};
-    use crate::api::{OperationHandle, Protocol, StartRequest};
-    use crate::protocol::{
+    use lro_operator::api::{OperationHandle, Protocol, StartRequest};
+    use lro_operator::protocol::{
         Observation, PollOutcome, StartOutcome, Started, UpstreamState, dialect,
     };
-    use crate::upstream::Upstream;
+    use lro_operator::upstream::Upstream;
 
     const RESOURCE: &str =
         "subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
@@ -670,7 +670,9 @@ mod contract {
         let gone = upstream()
             .send(
                 &base,
-                &crate::protocol::RequestSpec::get(format!("{RESOURCE}?api-version=2023-05-01")),
+                &lro_operator::protocol::RequestSpec::get(format!(
+                    "{RESOURCE}?api-version=2023-05-01"
+                )),
             )
             .await
             .unwrap();

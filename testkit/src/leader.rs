@@ -14,11 +14,11 @@ use kube::Api;
 use tokio::process::{Child, Command};
 
 use super::cluster::{Cluster, control_plane_up, with_crds};
-use super::{BIN, LOG_TAIL, TestEnv, log_file, unix_ms};
+use super::{LOG_TAIL, TestEnv, log_file, operator_bin, unix_ms};
 
 /// The name of the Lease the replicas of a [`TestEnv`] compete for (in its namespace).
 pub const LEASE: &str = "lro-operator";
-const CONTROL_PLANE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/control-plane");
+const CONTROL_PLANE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/control-plane");
 
 /// One `lro-operator run` process with leader election on.
 pub struct Replica {
@@ -48,7 +48,7 @@ impl TestEnv {
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", log.display()));
-        let child = Command::new(BIN)
+        let child = Command::new(operator_bin())
             .args([
                 "run",
                 "--namespace",
@@ -66,7 +66,7 @@ impl TestEnv {
             .stderr(err)
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN} run: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {} run: {e}", operator_bin().display()));
         Replica {
             identity: identity.to_owned(),
             child: Some(child),

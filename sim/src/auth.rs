@@ -740,7 +740,7 @@ mod tests {
     /// What the operator's signer produces, the simulator accepts (body, query, target header).
     #[test]
     fn the_verifier_accepts_the_operators_signatures() {
-        let keys = crate::upstream::sigv4::AwsKeys {
+        let keys = lro_operator::upstream::sigv4::AwsKeys {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
             session_token: None,
@@ -762,7 +762,7 @@ mod tests {
             .insert("content-type", "application/json".parse().expect("value"));
         *request.body_mut() = Some(reqwest::Body::from(r#"{"a": 1}"#));
         let now = SystemTime::now();
-        crate::upstream::sigv4::sign(&mut request, &keys, now).expect("signed");
+        lro_operator::upstream::sigv4::sign(&mut request, &keys, now).expect("signed");
         let mut builder = axum::http::Request::builder()
             .method("POST")
             .uri("/v1/projects/p/clusters:create?requestId=a%20b&z=1")

@@ -207,7 +207,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::dispatch;
-    use crate::sim::SimState;
+    use crate::SimState;
 
     async fn call(
         state: &SimState,

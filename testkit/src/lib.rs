@@ -1,13 +1,15 @@
-//! The end-to-end harness: a real control plane, the real `lro-operator` binary (as `sim` and as
-//! `run`), real `kubectl`. Each [`TestEnv`] owns a namespace, a simulator, a provider and an operator.
-//!
-//! Every test binary compiles this module and uses a different part of it.
-#![allow(dead_code)]
+//! The end-to-end harness shared by the operator's tests and the benchmark: a real control
+//! plane, the real `lro-operator` binary, the upstream simulator (`lro-sim`), real `kubectl`.
+//! Each [`TestEnv`] owns a namespace, a simulator, a provider and an operator.
 
+mod bins;
 mod cluster;
-mod health;
+pub mod health;
+pub mod helm;
 pub mod leader;
 mod status_log;
+
+pub use bins::{operator_bin, sim_bin};
 
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
@@ -36,7 +38,6 @@ pub const PROVIDER: &str = "sim";
 const POLL: Duration = Duration::from_millis(150);
 /// Lines of the operator's log printed when a test fails.
 const LOG_TAIL: usize = 80;
-const BIN: &str = env!("CARGO_BIN_EXE_lro-operator");
 /// Set to keep every environment's logs, not only those of failed tests.
 const KEEP_LOGS: &str = "LRO_E2E_KEEP_LOGS";
 
@@ -130,7 +131,7 @@ impl TestEnv {
         let stdout = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", path.display()));
-        let child = Command::new(BIN)
+        let child = Command::new(operator_bin())
             .args(["run", "--namespace", &self.ns, "--leader-elect=false"])
             // Any free loopback port (tests run side by side); see `health.rs`.
             .args(["--health-addr", "127.0.0.1:0"])
@@ -142,7 +143,7 @@ impl TestEnv {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN} run: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {} run: {e}", operator_bin().display()));
         self.operator = Some(child);
     }
 
@@ -348,19 +349,19 @@ impl Drop for TestEnv {
     }
 }
 
-/// Starts `lro-operator sim` on a free port; returns it and its root URL.
+/// Starts the simulator (`lro-sim`) on a free port; returns it and its root URL.
 async fn start_sim(log: &File) -> (Child, String) {
     let stderr = log
         .try_clone()
         .unwrap_or_else(|e| panic!("cannot reopen the sim log: {e}"));
-    let mut child = Command::new(BIN)
-        .args(["sim", "--listen", "127.0.0.1:0"])
+    let mut child = Command::new(sim_bin())
+        .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {BIN} sim: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", sim_bin().display()));
     let stdout = child.stdout.take().expect("sim stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())

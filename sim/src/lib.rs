@@ -19,7 +19,7 @@ mod script;
 mod state;
 #[cfg(test)]
 mod tests;
-pub(crate) mod tls;
+pub mod tls;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ use axum::routing::{any, get, post};
 pub use script::{Outcome, Script};
 pub use state::SimState;
 
-/// Command-line arguments of `lro-operator sim`.
+/// Command-line arguments of `lro-sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address to listen on, e.g. 127.0.0.1:8480; port 0 picks a free port.
