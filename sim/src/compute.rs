@@ -1,56 +1,162 @@
-//! The Compute Engine surface under `/compute`: `POST /compute/v1/projects/{p}/zones/{z}/{collection}`
-//! (or `regions/{r}`, `global`) inserts a resource and answers a `compute#operation`;
-//! `DELETE /compute/v1/…/{collection}/{name}` deletes one; `GET …/operations/{operation}` polls;
-//! `POST …/operations/{operation}/wait` long-polls: it holds the answer until the operation is
-//! done or `simulate.waitSeconds` (default 20; Compute's own deadline is 2 minutes) have passed.
+//! Compute Engine under `/compute/v1` and Deployment Manager under `/deploymentmanager/v2`:
+//! their `compute#operation` / `deploymentmanager#operation` resources as the discovery
+//! documents describe them (`compute/v1/compute-api.json`,
+//! `deploymentmanager/v2/deploymentmanager-api.json`, schema `Operation`; seed 001).
+//!
+//! * Compute: `POST /compute/v1/projects/{p}/zones/{z}/{collection}` (or `regions/{r}`,
+//!   `global`) inserts a resource; `DELETE …/{collection}/{name}` deletes one;
+//!   `GET …/operations/{operation}` polls; `POST …/operations/{operation}/wait` long-polls: it
+//!   holds the answer until the operation is done or `simulate.waitSeconds` (default 20;
+//!   Compute's own deadline is 2 minutes) have passed. Inserts and deletes declare `requestId`
+//!   (the idempotency key: a create resent with the same one answers the same operation).
+//! * Deployment Manager: `POST /deploymentmanager/v2/projects/{p}/global/deployments`
+//!   (`deployments.insert`, declaring `createPolicy` and `preview`), `DELETE …/deployments/{d}`
+//!   (`deletePolicy`), `GET /deploymentmanager/v2/projects/{p}/global/operations/{op}`; no wait.
+//!
+//! Any other query parameter is refused as Google's front ends refuse it (400 "Cannot bind
+//! query parameter"). Links (`selfLink`, `targetLink`, `zone`, `region`) name
+//! `https://www.googleapis.com/compute/v1/…` and `…/deploymentmanager/v2/…` whatever host the
+//! request reached, as the real APIs do: a client that followed them to that host would leave
+//! the simulator.
 //!
 //! The operation is `PENDING` for the first tenth of its duration, then `RUNNING` with
-//! `progress`, then `DONE` (with `error.errors[]`, `httpErrorStatusCode` and `httpErrorMessage`
-//! when scripted to fail). `selfLink`s point back at the simulator (the request's `Host`), so they
-//! stay on the provider's origin. `requestId` is the idempotency key: a create resent with the
-//! same one answers the same operation. Same scripting (`simulate`) and counters as `/v1`.
+//! `progress`, then `DONE`. A scripted failure is `DONE` with `error.errors[]` (each with
+//! `errorDetails`: `errorInfo`, `quotaInfo` for `QUOTA_EXCEEDED`, `help`), and
+//! `httpErrorStatusCode` / `httpErrorMessage`; `simulate.errorReason` sets the error code (e.g.
+//! `RESOURCE_NOT_READY`, which on a `DONE` operation is its failure); `simulate.warnings` adds
+//! `warnings[]`; `simulate.notReadySeconds` makes the running operation carry a
+//! `RESOURCE_NOT_READY` error for that long. GETs and waits take the script's `faults`, starts
+//! its `startFaults`. Same scripting (`simulate`) and counters as `/v1`.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::render::{error_response, progress_percentage};
+use super::fault_plan::start_fault;
+use super::faults::{self, lose, misanswer, refuses};
+use super::render::{check_query, progress_percentage, rfc3339, status_name};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
+use super::surface::Surface;
 
 /// How long a `wait` holds its answer unless the script says otherwise.
 pub const DEFAULT_WAIT_MS: u64 = 20_000;
 /// How often a held `wait` looks at its operation.
 const WAIT_TICK: Duration = Duration::from_millis(50);
 
-/// Dispatches every `/compute/...` request.
-pub async fn dispatch(
+/// Which of the two APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// Compute Engine.
+    Compute,
+    /// Deployment Manager.
+    DeploymentManager,
+}
+
+impl Api {
+    /// The route prefix and the links' root (what the real APIs write in their links).
+    fn prefix(self) -> &'static str {
+        match self {
+            Api::Compute => "/compute/v1/",
+            Api::DeploymentManager => "/deploymentmanager/v2/",
+        }
+    }
+
+    fn link_root(self) -> &'static str {
+        match self {
+            Api::Compute => "https://www.googleapis.com/compute/v1",
+            Api::DeploymentManager => "https://www.googleapis.com/deploymentmanager/v2",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Api::Compute => "compute#operation",
+            Api::DeploymentManager => "deploymentmanager#operation",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Api::Compute => "compute",
+            Api::DeploymentManager => "deploymentmanager",
+        }
+    }
+
+    /// The query parameters its insert (`delete`: its delete) method declares.
+    fn declared(self, delete: bool) -> &'static [&'static str] {
+        match (self, delete) {
+            (Api::Compute, _) => &["requestId"],
+            (Api::DeploymentManager, false) => &["createPolicy", "preview"],
+            (Api::DeploymentManager, true) => &["deletePolicy"],
+        }
+    }
+}
+
+/// The surface, for faults.
+struct ComputeSurface;
+
+impl Surface for ComputeSurface {
+    fn operation(&self, op: &OpRecord, now_ms: u64) -> Response {
+        Json(operation_json(op, now_ms)).into_response()
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        error_response(status, message)
+    }
+
+    fn not_found(&self, id: &str) -> Response {
+        not_found(id)
+    }
+}
+
+/// Dispatches every `/compute/v1/...` request.
+pub async fn dispatch_compute(
+    state: State<SimState>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    dispatch(Api::Compute, state, method, uri, body).await
+}
+
+/// Dispatches every `/deploymentmanager/v2/...` request.
+pub async fn dispatch_deployment_manager(
+    state: State<SimState>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    dispatch(Api::DeploymentManager, state, method, uri, body).await
+}
+
+async fn dispatch(
+    api: Api,
     State(state): State<SimState>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let rest = uri.path().strip_prefix("/compute/").unwrap_or_default();
-    let origin = origin(&headers);
+    let rest = uri.path().strip_prefix(api.prefix()).unwrap_or_default();
     let operation = rest
         .split_once("/operations/")
         .map(|(_, op)| op.trim_end_matches('/'));
+    let query = uri.query().unwrap_or_default();
     match (method, operation) {
-        (Method::GET, Some(op)) if !op.contains('/') => get(&state, op, &origin),
-        (Method::POST, Some(op)) if op.ends_with("/wait") => {
-            wait(&state, op.trim_end_matches("/wait"), &origin).await
+        (Method::GET, Some(op)) if !op.contains('/') => get(&state, api, op).await,
+        (Method::POST, Some(op)) if api == Api::Compute && op.ends_with("/wait") => {
+            wait(&state, op.trim_end_matches("/wait")).await
         }
         (Method::POST, None) if !rest.is_empty() => {
-            create(&state, rest, uri.query(), &body, &origin, "insert").await
+            create(&state, api, rest, query, &body, false).await
         }
         (Method::DELETE, None) if !rest.is_empty() => {
-            create(&state, rest, uri.query(), &body, &origin, "delete").await
+            create(&state, api, rest, query, &body, true).await
         }
         (method, _) => error_response(
             StatusCode::NOT_FOUND,
@@ -59,69 +165,59 @@ pub async fn dispatch(
     }
 }
 
-/// `http://{Host}`: where the simulator was reached, for `selfLink`s.
-fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+/// The key under which an operation's shown name is an alias of its internal one.
+fn alias(api: Api, name: &str) -> String {
+    format!("{}:{name}", api.tag())
 }
 
-/// The simulator's operation behind a compute operation name (`operation-{uid}`).
-fn find<'a>(store: &'a mut Store, name: &str) -> Option<&'a mut OpRecord> {
-    let uid = name.strip_prefix("operation-")?;
-    let internal = store
-        .ops()
-        .iter()
-        .find(|op| op.uid == uid && op.spec.get("compute").is_some())?
-        .name
-        .clone();
-    store.get_mut(&internal)
+fn internal_name(store: &mut Store, api: Api, name: &str) -> Option<String> {
+    store.get_mut(&alias(api, name)).map(|op| op.name.clone())
 }
 
-fn get(state: &SimState, name: &str, origin: &str) -> Response {
-    let now = state.now_ms();
-    let mut store = state.store();
-    match find(&mut store, name) {
-        Some(op) => {
-            op.record_get(now);
-            Json(operation_json(op, now, origin)).into_response()
-        }
+async fn get(state: &SimState, api: Api, name: &str) -> Response {
+    let internal = internal_name(&mut state.store(), api, name);
+    match faults::serve(state, &internal.unwrap_or_default(), &ComputeSurface).await {
+        Some(answer) => answer,
         None => not_found(name),
     }
 }
 
 /// `POST …/wait`: answers when the operation is done or its wait deadline has passed.
-async fn wait(state: &SimState, name: &str, origin: &str) -> Response {
+async fn wait(state: &SimState, name: &str) -> Response {
     let began = state.now_ms();
+    let internal = internal_name(&mut state.store(), Api::Compute, name);
+    let Some(internal) = internal else {
+        return not_found(name);
+    };
     loop {
         let now = state.now_ms();
-        {
-            let mut store = state.store();
-            let Some(op) = find(&mut store, name) else {
-                return not_found(name);
-            };
+        let answer_now = state.store().get_mut(&internal).map(|op| {
             let hold = op.spec["compute"]["waitMs"]
                 .as_u64()
                 .unwrap_or(DEFAULT_WAIT_MS);
-            if op.is_done(now) || now >= began.saturating_add(hold) {
-                op.record_get(now);
-                return Json(operation_json(op, now, origin)).into_response();
-            }
+            op.is_done(now) || now >= began.saturating_add(hold)
+        });
+        match answer_now {
+            None => return not_found(name),
+            // Answered like a GET (its faults included).
+            Some(true) => return get(state, Api::Compute, name).await,
+            Some(false) => tokio::time::sleep(WAIT_TICK).await,
         }
-        tokio::time::sleep(WAIT_TICK).await;
     }
 }
 
 async fn create(
     state: &SimState,
+    api: Api,
     path: &str,
-    query: Option<&str>,
+    query: &str,
     body: &[u8],
-    origin: &str,
-    operation_type: &str,
+    delete: bool,
 ) -> Response {
+    if let Err(refusal) = check_query(query, api.declared(delete)) {
+        state.store().rejected_creates += 1;
+        return refusal;
+    }
     let (resource, script, extra) = match split_create_body(body, &["waitSeconds"]) {
         Ok(parsed) => parsed,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
@@ -138,17 +234,29 @@ async fn create(
             }
         },
     };
-    let request_id = query.and_then(request_id);
+    let request_id = request_id(query);
     let now = state.now_ms();
-    let name = {
+    let surface = ComputeSurface;
+    let (name, fault) = {
         let mut store = state.store();
         if let Some(op) = request_id
             .as_deref()
             .and_then(|id| store.by_request_id_mut(id))
         {
-            let answer = operation_json(op, now, origin);
+            let answer = operation_json(op, now);
             store.duplicate_creates += 1;
             return Json(answer).into_response();
+        }
+        let attempt = store.start_attempt(&format!(
+            "{}{path}?{query}\n{}",
+            api.prefix(),
+            String::from_utf8_lossy(body)
+        ));
+        let fault = start_fault(&script.start_faults, attempt);
+        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
+            store.rejected_creates += 1;
+            drop(store);
+            return misanswer(fault, &surface, now);
         }
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
@@ -158,41 +266,57 @@ async fn create(
         store.creates += 1;
         let path = path.trim_end_matches('/');
         // insert: `{collection}/{name}`; delete: the resource itself.
-        let name = resource
+        let resource_name = resource
             .get("name")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let insert = operation_type == "insert";
         let target = move |n: u64| {
-            if insert {
-                format!("{path}/{}", name.unwrap_or_else(|| format!("res-{n}")))
-            } else {
+            if delete {
                 path.to_owned()
+            } else {
+                format!(
+                    "{path}/{}",
+                    resource_name.unwrap_or_else(|| format!("res-{n}"))
+                )
             }
         };
+        let operation_type = if delete { "delete" } else { "insert" };
         let spec = json!({
-            "compute": {"scope": scope_of(path), "operationType": operation_type, "waitMs": wait_ms},
+            "compute": {
+                "api": api.tag(),
+                "scope": scope_of(path),
+                "operationType": operation_type,
+                "waitMs": wait_ms,
+            },
             "resource": resource,
         });
         let op = store.insert(target, spec, script.clone(), request_id, now);
-        op.name.clone()
+        let (internal, shown) = (op.name.clone(), operation_name(op));
+        store.add_alias(alias(api, &shown), &internal);
+        (internal, fault)
     };
     // The operation exists before the answer is sent (a client may die while waiting).
     if script.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
     }
     let now = state.now_ms();
-    match state.store().get_mut(&name) {
-        Some(op) => Json(operation_json(op, now, origin)).into_response(),
-        None => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "operation vanished (reset)",
-        ),
+    let normal = match state.store().get_mut(&name) {
+        Some(op) => Json(operation_json(op, now)).into_response(),
+        None => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "operation vanished (reset)",
+            );
+        }
+    };
+    match fault {
+        Some(fault) => lose(&fault, normal, &surface, now).await,
+        None => normal,
     }
 }
 
-/// `v1/projects/p/zones/z` of `v1/projects/p/zones/z/instances[/name]` (or `regions/r`,
-/// `global`; else the path without its last segment).
+/// `projects/p/zones/z` of `projects/p/zones/z/instances[/name]` (or `regions/r`, `global`;
+/// else the path without its last segment).
 fn scope_of(path: &str) -> String {
     let segments: Vec<&str> = path.split('/').collect();
     let end = segments
@@ -213,14 +337,6 @@ fn request_id(query: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// RFC 3339 of unix milliseconds.
-fn rfc3339(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(String::new, |t| t.to_string())
-}
-
 /// A decimal id (Compute ids are uint64 as strings) derived from the operation's uid.
 fn numeric_id(uid: &str, salt: u64) -> String {
     let hex: String = uid
@@ -232,24 +348,45 @@ fn numeric_id(uid: &str, salt: u64) -> String {
     (n ^ salt).to_string()
 }
 
-/// The compute operation as of `now_ms`.
-fn operation_json(op: &OpRecord, now_ms: u64, origin: &str) -> Value {
+fn api_of(op: &OpRecord) -> Api {
+    match op.spec["compute"]["api"].as_str() {
+        Some("deploymentmanager") => Api::DeploymentManager,
+        _ => Api::Compute,
+    }
+}
+
+/// The operation's name as the API shows it: `operation-{ms}-{hex}-{hex}-{hex}`, as in seed 001.
+fn operation_name(op: &OpRecord) -> String {
+    let parts: Vec<&str> = op.uid.split('-').collect();
+    format!(
+        "operation-{}-{}-{}-{}",
+        op.created_at_ms,
+        parts.first().copied().unwrap_or("0"),
+        parts.get(1).copied().unwrap_or("0"),
+        parts.last().copied().unwrap_or("0"),
+    )
+}
+
+/// The compute or Deployment Manager operation as of `now_ms`.
+fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
+    let api = api_of(op);
+    let root = api.link_root();
     let compute = &op.spec["compute"];
-    let scope = compute["scope"]
-        .as_str()
-        .unwrap_or("v1/projects/sim/global");
-    let name = format!("operation-{}", op.uid);
+    let scope = compute["scope"].as_str().unwrap_or("projects/sim/global");
+    let name = operation_name(op);
     let done = op.is_done(now_ms);
     let duration = op.script.duration_ms();
     let elapsed = now_ms.min(op.done_at_ms()).saturating_sub(op.created_at_ms);
     let mut out = Map::new();
-    out.insert("kind".into(), "compute#operation".into());
+    out.insert("kind".into(), api.kind().into());
     out.insert("id".into(), numeric_id(&op.uid, 0x5bd1_e995).into());
     out.insert("name".into(), name.clone().into());
-    if scope.contains("/zones/") {
-        out.insert("zone".into(), format!("{origin}/compute/{scope}").into());
-    } else if scope.contains("/regions/") {
-        out.insert("region".into(), format!("{origin}/compute/{scope}").into());
+    if api == Api::Compute {
+        if scope.contains("/zones/") {
+            out.insert("zone".into(), format!("{root}/{scope}").into());
+        } else if scope.contains("/regions/") {
+            out.insert("region".into(), format!("{root}/{scope}").into());
+        }
     }
     out.insert(
         "operationType".into(),
@@ -257,7 +394,7 @@ fn operation_json(op: &OpRecord, now_ms: u64, origin: &str) -> Value {
     );
     out.insert(
         "targetLink".into(),
-        format!("{origin}/compute/{}", op.resource).into(),
+        format!("{root}/{}", op.resource).into(),
     );
     out.insert("targetId".into(), numeric_id(&op.uid, 0x2545_f491).into());
     out.insert("user".into(), "sim@lro.dev".into());
@@ -268,7 +405,7 @@ fn operation_json(op: &OpRecord, now_ms: u64, origin: &str) -> Value {
     }
     out.insert(
         "selfLink".into(),
-        format!("{origin}/compute/{scope}/operations/{name}").into(),
+        format!("{root}/{scope}/operations/{name}").into(),
     );
     let status = if done {
         "DONE"
@@ -285,22 +422,61 @@ fn operation_json(op: &OpRecord, now_ms: u64, origin: &str) -> Value {
         let pct = progress_percentage(elapsed, duration, op.script.progress_step);
         out.insert("progress".into(), pct.into());
     }
+    let not_ready_ms = (op.script.not_ready_seconds * 1000.0).round() as u64;
+    if !done && elapsed < not_ready_ms {
+        out.insert(
+            "error".into(),
+            json!({"errors": [{
+                "code": "RESOURCE_NOT_READY",
+                "location": op.resource,
+                "message": format!("The resource '{}' is not ready", op.resource)
+            }]}),
+        );
+    }
+    if op.script.warnings {
+        out.insert(
+            "warnings".into(),
+            json!([{
+                "code": "DISK_SIZE_LARGER_THAN_IMAGE_SIZE",
+                "message": "Disk size: '50 GB' is larger than image size: '10 GB'. You might need to resize the root repartition manually if the operating system does not support automatic resizing.",
+                "data": [{"key": "disk_size", "value": "50"}, {"key": "image_size", "value": "10"}]
+            }]),
+        );
+    }
     if done && op.outcome() != Outcome::Success {
         let (code, http, http_message, message) = match op.outcome() {
             Outcome::Cancelled => (
-                "OPERATION_CANCELED",
+                "OPERATION_CANCELED".to_owned(),
                 409,
                 "CONFLICT",
                 "operation cancelled".to_owned(),
             ),
             _ => {
                 let (code, http, http_message) = failure_of(op.script.error_code);
+                let code = op.script.error_reason.clone().unwrap_or(code.to_owned());
                 (code, http, http_message, op.script.error_message.clone())
             }
         };
+        let mut details = vec![json!({"errorInfo": {
+            "reason": code,
+            "domain": if api == Api::Compute { "compute.googleapis.com" } else { "deploymentmanager.googleapis.com" },
+            "metadatas": {"resource": op.resource}
+        }})];
+        if code == "QUOTA_EXCEEDED" {
+            details.push(json!({"quotaInfo": {
+                "metricName": "compute.googleapis.com/cpus",
+                "limitName": "CPUS-per-project-region",
+                "dimensions": {"region": "us-central1"},
+                "limit": 24
+            }}));
+        }
+        details.push(json!({"help": {"links": [{
+            "description": "Troubleshooting",
+            "url": "https://cloud.google.com/compute/docs/troubleshooting"
+        }]}}));
         out.insert(
             "error".into(),
-            json!({"errors": [{"code": code, "message": message}]}),
+            json!({"errors": [{"code": code, "location": op.resource, "message": message, "errorDetails": details}]}),
         );
         out.insert("httpErrorStatusCode".into(), http.into());
         out.insert("httpErrorMessage".into(), http_message.into());
@@ -322,6 +498,27 @@ fn failure_of(rpc: i32) -> (&'static str, u16, &'static str) {
     }
 }
 
+/// Compute's error envelope: AIP-193 plus the legacy `errors[]` (`domain`, `reason`).
+fn error_response(http: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    let reason = match http.as_u16() {
+        404 => "notFound",
+        429 => "rateLimitExceeded",
+        400 => "invalid",
+        403 => "forbidden",
+        409 => "alreadyExists",
+        503 => "backendError",
+        _ => "backendError",
+    };
+    let body = json!({"error": {
+        "code": http.as_u16(),
+        "message": message,
+        "errors": [{"message": message, "domain": "global", "reason": reason}],
+        "status": status_name(http),
+    }});
+    (http, Json(body)).into_response()
+}
+
 fn not_found(name: &str) -> Response {
     error_response(
         StatusCode::NOT_FOUND,
@@ -336,19 +533,31 @@ mod tests {
     #[test]
     fn scopes_are_zonal_regional_or_global() {
         assert_eq!(
-            scope_of("v1/projects/p/zones/us-central1-a/instances"),
-            "v1/projects/p/zones/us-central1-a"
+            scope_of("projects/p/zones/us-central1-a/instances"),
+            "projects/p/zones/us-central1-a"
         );
         assert_eq!(
-            scope_of("v1/projects/p/regions/us-central1/addresses/a1"),
-            "v1/projects/p/regions/us-central1"
+            scope_of("projects/p/regions/us-central1/addresses/a1"),
+            "projects/p/regions/us-central1"
         );
-        assert_eq!(
-            scope_of("v1/projects/p/global/networks"),
-            "v1/projects/p/global"
-        );
+        assert_eq!(scope_of("projects/p/global/networks"), "projects/p/global");
         assert_eq!(scope_of("v1/things"), "v1");
         assert_eq!(scope_of("zones"), "zones");
+    }
+
+    #[test]
+    fn operation_names_look_like_the_seeds() {
+        let mut store = Store::default();
+        let op = store.insert(
+            |_| "projects/p/global/deployments/d".into(),
+            json!({}),
+            crate::script::Script::default(),
+            None,
+            1_556_558_912_190,
+        );
+        let name = operation_name(op);
+        assert!(name.starts_with("operation-1556558912190-"), "{name}");
+        assert_eq!(name.split('-').count(), 5, "{name}");
     }
 
     #[test]
@@ -416,20 +625,24 @@ mod contract {
     async fn insert_poll_and_long_poll() {
         let (root, state) = serve().await;
         let base = format!("{root}/compute/v1");
-        let plain = dialect(Protocol::Compute);
-        let spec: ProviderSpec = serde_json::from_value(
-            json!({"baseURL": base, "protocol": "compute", "compute": {"longPoll": true}}),
-        )
-        .unwrap();
-        let long = dialect_for(&spec).unwrap();
+        let provider = |options: serde_json::Value| {
+            let spec: ProviderSpec = serde_json::from_value(
+                json!({"baseURL": base, "protocol": "compute", "compute": options}),
+            )
+            .unwrap();
+            dialect_for(&spec).unwrap()
+        };
+        let plain = &*provider(json!({"requestIdParameter": "requestId"}));
+        let long = provider(json!({"longPoll": true}));
         let body = json!({"name": "vm-1", "simulate": {"durationSeconds": 0.8}});
         let started = start(&base, plain, body.clone(), "req-1").await;
         assert_eq!(started.observation.state, UpstreamState::Pending);
+        // The link names Google's host, as Compute's do, whatever host was called.
         let url = started.handle.url.clone().unwrap();
         assert!(
-            url.starts_with(&format!(
-                "{root}/compute/v1/projects/demo/zones/us-central1-a/operations/operation-"
-            )),
+            url.starts_with(
+                "https://www.googleapis.com/compute/v1/projects/demo/zones/us-central1-a/operations/operation-"
+            ),
             "{url}"
         );
         // The same requestId: the same operation.
@@ -482,7 +695,7 @@ mod contract {
         let base = format!("{root}/compute/v1");
         let d = dialect(Protocol::Compute);
         let body = json!({"simulate": {"durationSeconds": 0, "outcome": "error", "errorCode": 8,
-                                       "errorMessage": "Quota 'CPUS' exceeded."}});
+                                       "errorMessage": "Quota 'CPUS' exceeded.", "warnings": true}});
         let started = start(&base, d, body, "req-3").await;
         assert_eq!(started.observation.state, UpstreamState::Failed);
         let (observation, _) = poll(&base, d, &started.handle).await;
@@ -491,6 +704,11 @@ mod contract {
         assert_eq!(error.provider_code.as_deref(), Some("QUOTA_EXCEEDED"));
         assert_eq!(error.http_status, Some(403));
         assert_eq!(error.message, "Quota 'CPUS' exceeded.");
+        let kinds: Vec<&str> = error.details.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["Error", "ErrorInfo", "QuotaFailure", "Help", "Warning"]
+        );
     }
 
     #[tokio::test]
@@ -499,9 +717,10 @@ mod contract {
         let base = format!("{root}/compute/v1");
         let d = dialect(Protocol::Compute);
         let handle = lro_operator::api::OperationHandle {
-            url: Some(format!(
-                "{base}/projects/p/global/operations/operation-nope"
-            )),
+            url: Some(
+                "https://www.googleapis.com/compute/v1/projects/p/global/operations/operation-nope"
+                    .into(),
+            ),
             ..Default::default()
         };
         let request = d.poll_request(&handle).unwrap();

@@ -39,18 +39,14 @@
 use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::render::{error_response, not_found, operation_json};
-use super::state::SimState;
+use crate::fault_plan::Fault;
+use crate::state::SimState;
+use crate::surface::Surface;
 
-/// The longest `hang` accepted.
-const MAX_HANG_MS: u64 = 600_000;
 /// The size of one chunk of a `hugeBody`.
 const CHUNK: usize = 64 * 1024;
 /// The padding a `hugeBody` is made of (static: streaming it allocates nothing per chunk).
@@ -59,252 +55,43 @@ static PADDING: [u8; CHUNK] = [b'a'; CHUNK];
 const HUGE_HEAD: &[u8] = b"{\"padding\":\"";
 const HUGE_TAIL: &[u8] = b"\"}";
 
-fn one() -> u32 {
-    1
-}
-
-/// One scripted fault (see the module documentation).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
-pub enum Fault {
-    /// Answer normally.
-    Ok {
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Answer with an HTTP error status, optionally with `Retry-After` hints.
-    Status {
-        /// The HTTP status (400..=599).
-        status: u16,
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-        /// A verbatim `Retry-After` value.
-        #[serde(default)]
-        retry_after: Option<String>,
-        /// Send `Retry-After` as an HTTP-date `retry_after_seconds` from now.
-        #[serde(default)]
-        retry_after_date: bool,
-        /// Seconds from now of the `Retry-After` HTTP-date.
-        #[serde(default)]
-        retry_after_seconds: u64,
-        /// A `retry-after-ms` value.
-        #[serde(default)]
-        retry_after_ms: Option<u64>,
-        /// The error envelope's message (default: `simulated fault: HTTP <status>`).
-        #[serde(default)]
-        message: Option<String>,
-    },
-    /// Close the connection without an answer.
-    Reset {
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Answer normally after a delay.
-    Hang {
-        /// The delay in milliseconds.
-        ms: u64,
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Answer `200` with a body that is not JSON.
-    NotJson {
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Answer `200` with a streamed body of `bytes` bytes.
-    HugeBody {
-        /// The body's size.
-        bytes: u64,
-        /// Send `Content-Length` (otherwise the body is chunked and its size unknown up front).
-        #[serde(default)]
-        announce_length: bool,
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Answer `404` as for an unknown operation.
-    NotFound {
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-    /// Once the operation is done, answer as if it were not.
-    Undone {
-        /// How many GETs.
-        #[serde(default = "one")]
-        times: u32,
-    },
-}
-
-impl Fault {
-    /// The wire name of the fault's kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Fault::Ok { .. } => "ok",
-            Fault::Status { .. } => "status",
-            Fault::Reset { .. } => "reset",
-            Fault::Hang { .. } => "hang",
-            Fault::NotJson { .. } => "notJson",
-            Fault::HugeBody { .. } => "hugeBody",
-            Fault::NotFound { .. } => "notFound",
-            Fault::Undone { .. } => "undone",
-        }
-    }
-
-    /// How many GETs the fault applies to.
-    pub fn times(&self) -> u32 {
-        match self {
-            Fault::Ok { times }
-            | Fault::Status { times, .. }
-            | Fault::Reset { times }
-            | Fault::Hang { times, .. }
-            | Fault::NotJson { times }
-            | Fault::HugeBody { times, .. }
-            | Fault::NotFound { times }
-            | Fault::Undone { times } => *times,
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.times() == 0 {
-            return Err(format!("fault {}: times must be at least 1", self.kind()));
-        }
-        match self {
-            Fault::Status { status, .. } if !(400..=599).contains(status) => Err(format!(
-                "fault status: status must be within 400..=599, got {status}"
-            )),
-            Fault::Status {
-                retry_after: Some(value),
-                ..
-            } if HeaderValue::from_str(value).is_err() => Err(format!(
-                "fault status: retryAfter {value:?} is not a valid header value"
-            )),
-            Fault::Hang { ms, .. } if *ms > MAX_HANG_MS => Err(format!(
-                "fault hang: ms must be at most {MAX_HANG_MS}, got {ms}"
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A faulty answer that was served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Served {
-    /// The 1-based number of the GET of the operation.
-    get: u64,
-    /// The fault's kind.
-    kind: &'static str,
-}
-
-/// An operation's fault list and how far its GETs have used it up.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(try_from = "Vec<Fault>")]
-pub struct Faults {
-    plan: Vec<Fault>,
-    /// Index of the fault the next GET takes.
-    cursor: usize,
-    /// How many GETs have taken the fault at `cursor`.
-    used: u32,
-    /// A GET was answered, normally, that the operation is done.
-    told_done: bool,
-    served: Vec<Served>,
-}
-
-impl TryFrom<Vec<Fault>> for Faults {
-    type Error = String;
-
-    fn try_from(plan: Vec<Fault>) -> Result<Self, String> {
-        plan.iter().try_for_each(Fault::validate)?;
-        Ok(Faults {
-            plan,
-            ..Faults::default()
-        })
-    }
-}
-
-impl Faults {
-    /// The fault for GET number `get` (1-based) of an operation that is (not) `done`, if any,
-    /// and uses it up. `None`: answer normally.
-    pub fn next(&mut self, get: u64, done: bool) -> Option<Fault> {
-        let normal = |faults: &mut Faults| {
-            faults.told_done |= done;
-            None
-        };
-        let Some(fault) = self.plan.get(self.cursor) else {
-            return normal(self);
-        };
-        if matches!(fault, Fault::Undone { .. }) && !self.told_done {
-            return normal(self);
-        }
-        let fault = fault.clone();
-        self.used += 1;
-        if self.used >= fault.times() {
-            self.cursor += 1;
-            self.used = 0;
-        }
-        if matches!(fault, Fault::Ok { .. }) {
-            return normal(self);
-        }
-        self.served.push(Served {
-            get,
-            kind: fault.kind(),
-        });
-        Some(fault)
-    }
-
-    /// How many faulty answers (not counting `ok`) are still to come.
-    pub fn pending(&self) -> u64 {
-        let mut pending = 0u64;
-        for (i, fault) in self.plan.iter().enumerate().skip(self.cursor) {
-            if matches!(fault, Fault::Ok { .. }) {
-                continue;
-            }
-            let used = if i == self.cursor { self.used } else { 0 };
-            pending += u64::from(fault.times().saturating_sub(used));
-        }
-        pending
-    }
-
-    /// The `faults` object of the operation's stats.
-    pub fn stats_json(&self) -> Value {
-        let served: Vec<Value> = self
-            .served
-            .iter()
-            .map(|s| json!({"get": s.get, "kind": s.kind}))
-            .collect();
-        json!({"served": served, "pending": self.pending()})
-    }
-}
-
-/// `GET /v1/operations/...`: the operation `name`, or the scripted fault of this GET.
-pub async fn get(state: &SimState, name: &str) -> Response {
+/// A poll of the operation `name` (the simulator's internal name) on `surface`: its scripted
+/// fault, or the normal answer. `None`: no such operation (the caller answers not found its way).
+pub async fn serve(state: &SimState, name: &str, surface: &dyn Surface) -> Option<Response> {
     let now = state.now_ms();
     let fault = {
         let mut store = state.store();
-        let Some(op) = store.get_mut(name) else {
-            return not_found(name);
-        };
+        let op = store.get_mut(name)?;
         op.record_get(now);
         let (gets, done) = (op.gets, op.is_done(now));
         let Some(fault) = op.script.faults.next(gets, done) else {
-            return Json(operation_json(op, now)).into_response();
+            return Some(surface.operation(op, now));
         };
         if matches!(fault, Fault::Undone { .. }) {
             let before_done = op.done_at_ms().saturating_sub(1);
-            return Json(operation_json(op, before_done)).into_response();
+            return Some(surface.operation(op, before_done));
         }
         fault
     };
+    Some(match fault {
+        Fault::Hang { ms, .. } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let now = state.now_ms();
+            let mut store = state.store();
+            match store.get_mut(name) {
+                Some(op) => surface.operation(op, now),
+                None => surface.not_found(name),
+            }
+        }
+        Fault::NotFound { .. } => surface.not_found(name),
+        other => misanswer(&other, surface, now),
+    })
+}
+
+/// The answer of a fault that does not need the operation: an error status (in the surface's
+/// error envelope, with the scripted `Retry-After` hints), a reset, a page that is not JSON, a
+/// huge body.
+pub fn misanswer(fault: &Fault, surface: &dyn Surface, now_ms: u64) -> Response {
     match fault {
         Fault::Status {
             status,
@@ -315,34 +102,30 @@ pub async fn get(state: &SimState, name: &str) -> Response {
             message,
             ..
         } => {
-            let http = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let message = message.unwrap_or_else(|| format!("simulated fault: HTTP {status}"));
-            let mut response = error_response(http, message);
+            let http = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let message = message
+                .clone()
+                .unwrap_or_else(|| format!("simulated fault: HTTP {status}"));
+            let mut response = surface.error(http, &message);
             let headers = response.headers_mut();
-            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            if let Some(value) = retry_after
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
                 headers.append(header::RETRY_AFTER, value);
             }
-            if retry_after_date {
-                let date = http_date_after(now, retry_after_seconds);
+            if *retry_after_date {
+                let date = http_date_after(now_ms, *retry_after_seconds);
                 if let Ok(value) = HeaderValue::from_str(&date) {
                     headers.append(header::RETRY_AFTER, value);
                 }
             }
             if let Some(ms) = retry_after_ms {
-                headers.append("retry-after-ms", HeaderValue::from(ms));
+                headers.append("retry-after-ms", HeaderValue::from(*ms));
             }
             response
         }
         Fault::Reset { .. } => reset(),
-        Fault::Hang { ms, .. } => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            let now = state.now_ms();
-            let mut store = state.store();
-            match store.get_mut(name) {
-                Some(op) => Json(operation_json(op, now)).into_response(),
-                None => not_found(name),
-            }
-        }
         Fault::NotJson { .. } => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html")],
@@ -353,12 +136,32 @@ pub async fn get(state: &SimState, name: &str) -> Response {
             bytes,
             announce_length,
             ..
-        } => huge_body(bytes, announce_length),
-        Fault::NotFound { .. } => not_found(name),
-        // Answered above, under the lock.
-        Fault::Ok { .. } | Fault::Undone { .. } => {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "unreachable fault")
+        } => huge_body(*bytes, *announce_length),
+        Fault::NotFound { .. } => surface.not_found("the requested operation"),
+        // Answered by the callers, which have the operation.
+        Fault::Ok { .. } | Fault::Undone { .. } | Fault::Hang { .. } => surface.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulator: this fault has no answer of its own here",
+        ),
+    }
+}
+
+/// Whether a start fault means the request was not processed (nothing is created): an error
+/// status. A reset, a hang, a page that is not JSON or a huge body lose the answer of a
+/// start that *was* processed.
+pub fn refuses(fault: &Fault) -> bool {
+    matches!(fault, Fault::Status { .. } | Fault::NotFound { .. })
+}
+
+/// The answer to a processed start under `fault`: `normal` after a `hang`, or the fault's own
+/// answer (which loses `normal`).
+pub async fn lose(fault: &Fault, normal: Response, surface: &dyn Surface, now_ms: u64) -> Response {
+    match fault {
+        Fault::Hang { ms, .. } => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            normal
         }
+        other => misanswer(other, surface, now_ms),
     }
 }
 
@@ -382,7 +185,7 @@ fn reset() -> Response {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(failing))
-        .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR, "reset"))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// `200` with a body of exactly `bytes` bytes (`{"padding":"aaa…"}` when long enough), produced
@@ -416,7 +219,7 @@ fn huge_body(bytes: u64, announce_length: bool) -> Response {
     }
     response
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR, "huge body"))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[cfg(test)]
@@ -424,6 +227,9 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
+    use serde_json::{Value, json};
+
+    use crate::fault_plan::Faults;
     use crate::script::Script;
     use crate::{SimState, router};
     use lro_operator::protocol::{HttpAnswer, RequestSpec};

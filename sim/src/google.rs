@@ -10,8 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::faults;
-use super::render::{error_response, not_found, operation_json};
+use super::fault_plan::start_fault;
+use super::faults::{self, lose, misanswer, refuses};
+use super::render::{
+    GoogleSurface, check_query, error_response, not_found, operation_json, rfc3339, shown_name,
+};
 use super::script::{Outcome, Script, json_object};
 use super::state::SimState;
 
@@ -26,7 +29,17 @@ pub async fn dispatch(
     let query = uri.query().unwrap_or_default();
     match (method, rest) {
         (Method::GET, "operations") => list(&state),
-        (Method::GET, _) if rest.starts_with("operations/") => faults::get(&state, rest).await,
+        (Method::GET, _) if rest.starts_with("operations/") => {
+            let name = state
+                .store()
+                .get_mut(rest)
+                .map(|op| op.name.clone())
+                .unwrap_or_default();
+            match faults::serve(&state, &name, &GoogleSurface).await {
+                Some(answer) => answer,
+                None => not_found(rest),
+            }
+        }
         (Method::POST, _) if rest.starts_with("operations/") && rest.ends_with(":cancel") => {
             cancel(&state, rest.trim_end_matches(":cancel"))
         }
@@ -68,15 +81,43 @@ fn cancel(state: &SimState, name: &str) -> Response {
     }
 }
 
+/// Service Management's `services.rollouts.create`: `POST services/{serviceName}/rollouts`
+/// (discovery document `servicemanagement/v1`: no query parameter of its own).
+fn rollout_service(parent: &str) -> Option<&str> {
+    let service = parent
+        .strip_prefix("services/")?
+        .strip_suffix("/rollouts")?;
+    (!service.is_empty() && !service.contains('/')).then_some(service)
+}
+
 /// "Creates a resource" under `parent`: scripts an operation from the body's `simulate` key.
+/// A generic collection declares `requestId` (AIP-155), `validateOnly` and `{resource}Id`
+/// (AIP-133); Service Management's rollouts declare nothing. Any other query parameter is
+/// refused as Google's front ends refuse it.
 async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Response {
-    let (spec, script) = match parse_create_body(body) {
+    let rollout = rollout_service(parent);
+    let id_params: Vec<String> = query
+        .split('&')
+        .filter_map(|p| p.split_once('=').map_or(Some(p), |(k, _)| Some(k)))
+        .filter(|k| k.ends_with("Id") && *k != "requestId")
+        .map(str::to_owned)
+        .collect();
+    let mut declared: Vec<&str> = vec![];
+    if rollout.is_none() {
+        declared.extend(["requestId", "validateOnly"]);
+        declared.extend(id_params.iter().map(String::as_str));
+    }
+    if let Err(refusal) = check_query(query, &declared) {
+        state.store().rejected_creates += 1;
+        return refusal;
+    }
+    let (mut spec, script) = match parse_create_body(body) {
         Ok(parsed) => parsed,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
     };
     let request_id = request_id(query);
     let now = state.now_ms();
-    let name = {
+    let (name, fault) = {
         let mut store = state.store();
         if let Some(op) = request_id
             .as_deref()
@@ -86,6 +127,16 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
             store.duplicate_creates += 1;
             return Json(body).into_response();
         }
+        let attempt = store.start_attempt(&format!(
+            "{parent}?{query}\n{}",
+            String::from_utf8_lossy(body)
+        ));
+        let fault = start_fault(&script.start_faults, attempt);
+        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
+            store.rejected_creates += 1;
+            drop(store);
+            return misanswer(fault, &GoogleSurface, now);
+        }
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
             drop(store);
@@ -94,14 +145,36 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
         }
         store.creates += 1;
         let parent = parent.trim_end_matches('/').to_owned();
+        let rollout_id = rollout.map(|_| {
+            format!(
+                "{}r{}",
+                rfc3339(now).get(..10).unwrap_or("2026-01-01"),
+                store.creates
+            )
+        });
+        if let (Some(service), Some(id), Some(fields)) =
+            (rollout, &rollout_id, spec.as_object_mut())
+        {
+            fields.insert(
+                "serviceManagementRollout".into(),
+                json!({"serviceName": service, "rolloutId": id}),
+            );
+        }
         let op = store.insert(
-            |n| format!("{parent}/res-{n}"),
+            |n| match (rollout, &rollout_id) {
+                (Some(service), Some(id)) => format!("services/{service}/rollouts/{id}"),
+                _ => format!("{parent}/res-{n}"),
+            },
             spec,
             script.clone(),
             request_id,
             now,
         );
-        op.name.clone()
+        let (internal, shown) = (op.name.clone(), shown_name(op));
+        if shown != internal {
+            store.add_alias(shown, &internal);
+        }
+        (internal, fault)
     };
     // The operation exists before the answer is sent: a client that dies while waiting here
     // must find it again by `requestId`.
@@ -109,14 +182,22 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
         tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
     }
     let now = state.now_ms();
-    let mut store = state.store();
-    match store.get_mut(&name) {
-        Some(op) => Json(operation_json(op, now)).into_response(),
-        // Only reachable if `/sim/reset` ran during the start delay.
-        None => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "operation vanished (reset)",
-        ),
+    let normal = {
+        let mut store = state.store();
+        match store.get_mut(&name) {
+            Some(op) => Json(operation_json(op, now)).into_response(),
+            // Only reachable if `/sim/reset` ran during the start delay.
+            None => {
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "operation vanished (reset)",
+                );
+            }
+        }
+    };
+    match fault {
+        Some(fault) => lose(&fault, normal, &GoogleSurface, now).await,
+        None => normal,
     }
 }
 

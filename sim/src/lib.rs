@@ -10,13 +10,15 @@ pub mod auth;
 mod aws_cloud_control;
 mod azure;
 mod compute;
-pub mod faults;
+mod fault_plan;
+mod faults;
 mod google;
 mod http;
 mod redpanda;
 mod render;
 mod script;
 mod state;
+mod surface;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -115,7 +117,11 @@ pub fn router(state: SimState) -> Router {
     let v1 = Router::new()
         .route("/v1/{*rest}", any(google::dispatch))
         .route("/redpanda/v1/{*rest}", any(redpanda::dispatch))
-        .route("/compute/{*rest}", any(compute::dispatch))
+        .route("/compute/v1/{*rest}", any(compute::dispatch_compute))
+        .route(
+            "/deploymentmanager/v2/{*rest}",
+            any(compute::dispatch_deployment_manager),
+        )
         .route("/azure/{*rest}", any(azure::dispatch))
         .route("/generic/{*rest}", any(http::dispatch))
         .route("/aws", post(aws_cloud_control::dispatch))

@@ -1,4 +1,7 @@
-//! JSON rendering: `google.longrunning.Operation` and the AIP-193 error envelope.
+//! JSON rendering of Google APIs: `google.longrunning.Operation` (AIP-151), Service
+//! Management's rollout operations (seed 002), `google.rpc.Status` with its details
+//! (`google/rpc/error_details.proto`), the AIP-193 error envelope, and the front ends' refusal
+//! of a query parameter the method does not declare.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,6 +10,108 @@ use serde_json::{Map, Value, json};
 
 use super::script::Outcome;
 use super::state::OpRecord;
+use super::surface::Surface;
+
+/// The Google AIP-151 surface (`/v1`), for faults.
+pub struct GoogleSurface;
+
+impl Surface for GoogleSurface {
+    fn operation(&self, op: &OpRecord, now_ms: u64) -> Response {
+        Json(operation_json(op, now_ms)).into_response()
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        error_response(status, message)
+    }
+
+    fn not_found(&self, id: &str) -> Response {
+        not_found(id)
+    }
+}
+
+/// The query parameters every Google API method accepts (the discovery documents' common
+/// `parameters`).
+pub const SYSTEM_PARAMETERS: &[&str] = &[
+    "$.xgafv",
+    "access_token",
+    "alt",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "upload_protocol",
+    "uploadType",
+];
+
+/// Refuses a query parameter that is neither a system parameter nor one of `declared`, as
+/// Google's front ends do (`400 INVALID_ARGUMENT`, "Cannot bind query parameter", with a
+/// `BadRequest` detail).
+pub fn check_query(query: &str, declared: &[&str]) -> Result<(), Response> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if SYSTEM_PARAMETERS.contains(&name) || declared.contains(&name) {
+            continue;
+        }
+        let message = format!(
+            "Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. Field '{name}' could not be found in request message."
+        );
+        let body = json!({"error": {
+            "code": 400,
+            "message": message,
+            "status": "INVALID_ARGUMENT",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"description": message}]
+            }]
+        }});
+        return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    Ok(())
+}
+
+/// A failure as `google.rpc.Status`: `code`, `message` and details — an `ErrorInfo` (the
+/// script's reason, or one derived from the code) in `domain`, a `QuotaFailure` for
+/// `RESOURCE_EXHAUSTED`, and a `Help` link.
+pub fn rpc_status(code: i32, message: &str, reason: Option<&str>, domain: &str) -> Value {
+    let reason = reason.map(str::to_owned).unwrap_or_else(|| {
+        match code {
+            3 => "INVALID_ARGUMENT",
+            5 => "RESOURCE_NOT_FOUND",
+            6 => "RESOURCE_ALREADY_EXISTS",
+            7 => "PERMISSION_DENIED",
+            8 => "QUOTA_EXCEEDED",
+            9 => "FAILED_PRECONDITION",
+            _ => "INTERNAL_ERROR",
+        }
+        .to_owned()
+    });
+    let mut details = vec![json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": domain,
+        "metadata": {"service": domain}
+    })];
+    if code == 8 {
+        details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{
+                "subject": "project:demo",
+                "description": "Quota exceeded for quota metric 'Simulated requests'",
+                "apiService": domain,
+                "quotaMetric": format!("{domain}/simulated_requests"),
+                "quotaId": "SimulatedRequestsPerProject",
+                "quotaValue": "10"
+            }]
+        }));
+    }
+    details.push(json!({
+        "@type": "type.googleapis.com/google.rpc.Help",
+        "links": [{"description": "Troubleshooting", "url": "https://cloud.google.com/apis/design/errors"}]
+    }));
+    json!({"code": code, "message": message, "details": details})
+}
 
 /// `@type` of the operation metadata.
 pub const METADATA_TYPE: &str =
@@ -16,15 +121,51 @@ pub const RESOURCE_TYPE: &str = "type.googleapis.com/lro.sim.v1.Resource";
 /// Descriptions of the three `metadata.steps`, in order.
 pub const STEP_NAMES: [&str; 3] = ["Validating", "Provisioning", "Finalizing"];
 
+/// The Service Management rollout an operation is about (`services.rollouts.create`), if any.
+pub fn rollout_of(op: &OpRecord) -> Option<(&str, &str)> {
+    let rollout = op.spec.get("serviceManagementRollout")?;
+    Some((
+        rollout.get("serviceName")?.as_str()?,
+        rollout.get("rolloutId")?.as_str()?,
+    ))
+}
+
+/// The operation's name as the API shows it.
+pub fn shown_name(op: &OpRecord) -> String {
+    match rollout_of(op) {
+        Some((service, rollout)) => format!("operations/rollouts.{service}:{rollout}"),
+        None => op.name.clone(),
+    }
+}
+
 /// The operation as of `now_ms` (`done` omitted while running).
 pub fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
     let done = op.is_done(now_ms);
     let mut out = Map::new();
-    out.insert("name".into(), op.name.clone().into());
+    out.insert("name".into(), shown_name(op).into());
     out.insert("metadata".into(), metadata_json(op, now_ms, done));
+    if let Some((service, rollout)) = rollout_of(op) {
+        // Seed 002 shows the Rollout as `response` already while the operation runs.
+        let create_time = rfc3339(op.created_at_ms);
+        out.insert(
+            "response".into(),
+            json!({
+                "@type": "type.googleapis.com/google.api.servicemanagement.v1.Rollout",
+                "rolloutId": rollout,
+                "createTime": create_time,
+                "serviceName": service,
+                "status": if !done { "IN_PROGRESS" } else if op.outcome() == Outcome::Success { "SUCCESS" } else { "FAILED" },
+                "serviceSelectionStrategy": op.spec.get("serviceSelectionStrategy").cloned().unwrap_or(Value::Null),
+            }),
+        );
+        if done && op.outcome() != Outcome::Success {
+            out.remove("response");
+        }
+    }
     if done {
         out.insert("done".into(), true.into());
         match op.outcome() {
+            Outcome::Success if rollout_of(op).is_some() => {}
             Outcome::Success => {
                 let response = json!({
                     "@type": RESOURCE_TYPE,
@@ -36,8 +177,17 @@ pub fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
                 out.insert("response".into(), response);
             }
             Outcome::Error => {
-                let error =
-                    json!({"code": op.script.error_code, "message": op.script.error_message});
+                let domain = if rollout_of(op).is_some() {
+                    "servicemanagement.googleapis.com"
+                } else {
+                    "sim.googleapis.com"
+                };
+                let error = rpc_status(
+                    op.script.error_code,
+                    &op.script.error_message,
+                    op.script.error_reason.as_deref(),
+                    domain,
+                );
                 out.insert("error".into(), error);
             }
             Outcome::Cancelled => {
@@ -51,11 +201,16 @@ pub fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
     Value::Object(out)
 }
 
-fn metadata_json(op: &OpRecord, now_ms: u64, done: bool) -> Value {
-    let start_time = i64::try_from(op.created_at_ms)
+/// RFC 3339 of unix milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    i64::try_from(ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(String::new, |t| t.to_string());
+        .map_or_else(String::new, |t| t.to_string())
+}
+
+fn metadata_json(op: &OpRecord, now_ms: u64, done: bool) -> Value {
+    let start_time = rfc3339(op.created_at_ms);
     let mut meta = Map::new();
     meta.insert("@type".into(), METADATA_TYPE.into());
     meta.insert("startTime".into(), start_time.into());
@@ -146,12 +301,20 @@ pub fn status_name(http: StatusCode) -> &'static str {
     }
 }
 
-/// An AIP-193 error response: `{"error":{"code":<http>,"message":..,"status":..}}`.
+/// An AIP-193 error response: `{"error":{"code":<http>,"message":..,"status":..}}`; a 429
+/// carries the `ErrorInfo` Google sends with it (`RATE_LIMIT_EXCEEDED`).
 pub fn error_response(http: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({
-        "error": {"code": http.as_u16(), "message": message.into(), "status": status_name(http)}
-    });
-    (http, Json(body)).into_response()
+    let mut error =
+        json!({"code": http.as_u16(), "message": message.into(), "status": status_name(http)});
+    if http == StatusCode::TOO_MANY_REQUESTS {
+        error["details"] = json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "RATE_LIMIT_EXCEEDED",
+            "domain": "googleapis.com",
+            "metadata": {"service": "sim.googleapis.com", "quota_limit": "DefaultRequestsPerMinutePerProject"}
+        }]);
+    }
+    (http, Json(json!({ "error": error }))).into_response()
 }
 
 /// The 404 envelope for an unknown operation name.

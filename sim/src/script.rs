@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::faults::Faults;
+use crate::fault_plan::{Fault, Faults};
 
 /// How a simulated operation ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,8 +50,22 @@ pub struct Script {
     pub start_status: Option<u16>,
     /// Delay between creating the operation and answering the create request.
     pub start_delay_ms: u64,
-    /// Faults applied to the operation's GETs, in order (see [`super::faults`]).
+    /// Faults applied to the operation's GETs, in order (see [`crate::faults`]).
     pub faults: Faults,
+    /// Faults applied to the start requests with this same body, in order: the n-th attempt
+    /// takes the fault that covers n. An error status is a start that was not processed
+    /// (nothing is created: `[{"kind": "status", "status": 429, "retryAfter": "1"}]`); a
+    /// `reset`, `notJson`, `hugeBody` or a `hang` past the client's timeout lose the answer of
+    /// a start that was.
+    pub start_faults: Vec<Fault>,
+    /// The `google.rpc.ErrorInfo` reason of a failure (Google, GKE, Redpanda), e.g.
+    /// `QUOTA_EXCEEDED`; its details also get a `Help` link, and a `QuotaFailure` for code 8.
+    pub error_reason: Option<String>,
+    /// Compute Engine: `warnings[]` on the operation (`DISK_SIZE_LARGER_THAN_IMAGE_SIZE`).
+    pub warnings: bool,
+    /// Compute Engine: for this many seconds after creation the running operation carries a
+    /// `RESOURCE_NOT_READY` error (which is not terminal while it runs).
+    pub not_ready_seconds: f64,
 }
 
 impl Default for Script {
@@ -67,6 +81,10 @@ impl Default for Script {
             start_status: None,
             start_delay_ms: 0,
             faults: Faults::default(),
+            start_faults: Vec::new(),
+            error_reason: None,
+            warnings: false,
+            not_ready_seconds: 0.0,
         }
     }
 }
@@ -86,6 +104,14 @@ impl Script {
             && !(400..=599).contains(&status)
         {
             return Err("invalid simulate: startStatus must be within 400..=599".to_owned());
+        }
+        for fault in &script.start_faults {
+            fault
+                .validate()
+                .map_err(|e| format!("invalid simulate: startFaults: {e}"))?;
+        }
+        if !script.not_ready_seconds.is_finite() || script.not_ready_seconds < 0.0 {
+            return Err("invalid simulate: notReadySeconds must be a number >= 0".to_owned());
         }
         Ok(script)
     }

@@ -146,6 +146,8 @@ pub(super) struct Store {
     ops: Vec<OpRecord>,
     by_name: HashMap<String, usize>,
     by_request_id: HashMap<String, usize>,
+    /// Start requests seen, by body.
+    start_attempts: HashMap<String, u32>,
     pub creates: u64,
     pub duplicate_creates: u64,
     pub rejected_creates: u64,
@@ -170,6 +172,22 @@ impl Store {
     pub fn by_request_id_mut(&mut self, request_id: &str) -> Option<&mut OpRecord> {
         let idx = *self.by_request_id.get(request_id)?;
         self.ops.get_mut(idx)
+    }
+
+    /// Makes `alias` (the name an API shows, e.g. Service Management's
+    /// `operations/rollouts.svc:r1`) another name of the operation named `name`.
+    pub fn add_alias(&mut self, alias: String, name: &str) {
+        if let Some(&idx) = self.by_name.get(name) {
+            self.by_name.insert(alias, idx);
+        }
+    }
+
+    /// Counts a start request with this `key` (its body, as sent): the 1-based attempt number,
+    /// for the script's `startFaults`.
+    pub fn start_attempt(&mut self, key: &str) -> u32 {
+        let n = self.start_attempts.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
     }
 
     /// Creates an operation. `resource` maps the new sequence number to the resource name.

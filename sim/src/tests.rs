@@ -152,7 +152,14 @@ async fn error_outcome() {
     let (status, op) = sim.post("/v1/a/b", json!({"simulate": simulate})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(op["done"], true);
-    assert_eq!(op["error"], json!({"code": 5, "message": "boom"}));
+    assert_eq!(op["error"]["code"], 5);
+    assert_eq!(op["error"]["message"], "boom");
+    // google.rpc.Status details, as Google APIs send them: an ErrorInfo first.
+    assert_eq!(
+        op["error"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+    assert_eq!(op["error"]["details"][0]["reason"], "RESOURCE_NOT_FOUND");
     assert!(op.get("response").is_none());
 
     let (_, op) = sim
@@ -161,10 +168,8 @@ async fn error_outcome() {
             json!({"simulate": {"durationSeconds": 0, "outcome": "error"}}),
         )
         .await;
-    assert_eq!(
-        op["error"],
-        json!({"code": 9, "message": "simulated failure"})
-    );
+    assert_eq!(op["error"]["code"], 9);
+    assert_eq!(op["error"]["message"], "simulated failure");
 }
 
 #[tokio::test]
@@ -325,10 +330,8 @@ async fn admin_operations_can_be_adopted_finished_and_reset() {
         .post("/sim/operations/op-2/finish", json!({"outcome": "error"}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        op["error"],
-        json!({"code": 9, "message": "simulated failure"})
-    );
+    assert_eq!(op["error"]["code"], 9);
+    assert_eq!(op["error"]["message"], "simulated failure");
     let (_, op) = sim.get("/v1/operations/op-2").await;
     assert_eq!(op["done"], true);
     assert_eq!(

@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
 use crate::protocol::{
-    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
+    CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
     UpstreamState,
 };
 use crate::reconcile::{Event, Memory, PollFailure};
@@ -43,11 +43,11 @@ pub async fn start(
             Event::StartRejected(error)
         }
         StartOutcome::Deferred(why) => {
-            memory.record_failure(now, why.clone(), hint(&answer), false);
+            memory.record_failure(now, why.clone(), hint(dialect, &answer), false);
             Event::StartDeferred(why)
         }
         StartOutcome::Lost(why) => {
-            memory.record_failure(now, why.clone(), hint(&answer), false);
+            memory.record_failure(now, why.clone(), hint(dialect, &answer), false);
             Event::StartLost(why)
         }
     }
@@ -90,7 +90,12 @@ pub async fn recover(
                 return Event::NotRecovered(why);
             }
             Recovery::Failed(why) => {
-                memory.record_failure(jiff::Timestamp::now(), why.clone(), hint(&answer), false);
+                memory.record_failure(
+                    jiff::Timestamp::now(),
+                    why.clone(),
+                    hint(dialect, &answer),
+                    false,
+                );
                 return Event::RecoveryFailed(why);
             }
             Recovery::Next(next) => request = next,
@@ -139,11 +144,11 @@ pub async fn poll(
     }
     match outcome {
         PollOutcome::Observed(observation) => {
-            memory.record_success(jiff::Timestamp::now(), hint(&answer));
+            memory.record_success(jiff::Timestamp::now(), hint(dialect, &answer));
             Event::Polled(observation)
         }
         PollOutcome::Failed { message, not_found } => {
-            failed(memory, message, hint(&answer), not_found)
+            failed(memory, message, hint(dialect, &answer), not_found)
         }
     }
 }
@@ -166,7 +171,7 @@ pub async fn cancel(
         match send(upstream, meter, RequestKind::Cancel, provider, &request).await {
             Ok((answer, sent)) => {
                 sent.record(true);
-                (dialect.read_cancel(&answer), hint(&answer))
+                (dialect.read_cancel(&answer), hint(dialect, &answer))
             }
             Err(e) => (CancelOutcome::Lost(e.to_string()), None),
         };
@@ -265,8 +270,10 @@ const MIN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest `Retry-After` taken (ARM's own upper bound): a year-long hint must not stop polling.
 const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The answer's `Retry-After`, if any, clamped to [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
-fn hint(answer: &HttpAnswer) -> Option<std::time::Duration> {
-    protocol::retry_after(answer, SystemTime::now())
+/// The answer's `Retry-After` (as the dialect reads it), if any, clamped to
+/// [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
+fn hint(dialect: &dyn Dialect, answer: &HttpAnswer) -> Option<std::time::Duration> {
+    dialect
+        .retry_hint(answer, SystemTime::now())
         .map(|d| d.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
 }

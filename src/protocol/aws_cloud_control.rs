@@ -169,6 +169,30 @@ impl Dialect for AwsCloudControl {
         throttled(error)
     }
 
+    /// `ProgressEvent.RetryAfter` ("when to next request the status", epoch seconds) as well
+    /// as the `Retry-After` headers.
+    fn retry_hint(
+        &self,
+        answer: &HttpAnswer,
+        now: std::time::SystemTime,
+    ) -> Option<std::time::Duration> {
+        if let Some(hint) = super::retry_after(answer, now) {
+            return Some(hint);
+        }
+        let body = answer.json().ok()?;
+        let at = event_of(&body).ok()?.get("RetryAfter")?;
+        let secs = at.as_f64().or_else(|| {
+            at.as_str()
+                .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond() as f64 / 1000.0)
+        })?;
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        (secs.is_finite() && secs > now).then(|| std::time::Duration::from_secs_f64(secs - now))
+    }
+
     fn is_not_found(&self, status: u16, error: &OperationError) -> bool {
         matches!(status, 404 | 410)
             || error.provider_code.as_deref() == Some("RequestTokenNotFoundException")
@@ -311,8 +335,12 @@ fn error_text(error: &OperationError) -> String {
 fn code_for(code: &str) -> &'static str {
     let bare = code.strip_suffix("Exception").unwrap_or(code);
     match bare {
-        "NotUpdatable" | "UnsupportedAction" => "FAILED_PRECONDITION",
-        "InvalidRequest" | "Validation" | "PrivateType" => "INVALID_ARGUMENT",
+        "NotUpdatable" => "FAILED_PRECONDITION",
+        // "The specified resource doesn't support this resource operation" (HTTP 405).
+        "UnsupportedAction" => "UNIMPLEMENTED",
+        "InvalidRequest" | "Validation" => "INVALID_ARGUMENT",
+        // "No valid response from the resource handler, due to a configuration error".
+        "PrivateType" => "INTERNAL",
         "AccessDenied" | "UnauthorizedTaggingOperation" => "PERMISSION_DENIED",
         "InvalidCredentials" => "UNAUTHENTICATED",
         "AlreadyExists" | "ClientTokenConflict" => "ALREADY_EXISTS",

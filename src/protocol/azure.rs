@@ -117,7 +117,9 @@ impl Dialect for Azure {
             let retry_after = ["retry-after", "retry-after-ms", "x-ms-retry-after-ms"]
                 .iter()
                 .any(|h| answer.header(h).is_some());
-            return if answer.status == 429 || (answer.status == 503 && retry_after) {
+            // ARM RPC (Addendum, "Retry"): any answer with a Retry-After is retried after it —
+            // 429, a 503, and a 409 such as `AnotherOperationInProgress`.
+            return if answer.status == 429 || retry_after {
                 StartOutcome::Deferred(text)
             } else if is_refusal(answer.status) {
                 StartOutcome::Rejected(error)

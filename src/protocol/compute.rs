@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::error_details::{self, bound, detail, text};
+use super::error_details::{self, bound, detail, google_throttled, text};
 use super::google_links::resource_path;
 use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
 use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
@@ -161,6 +161,10 @@ impl Dialect for Compute {
         bound(&mut details);
         error.details = details;
         error
+    }
+
+    fn is_throttled(&self, error: &OperationError) -> bool {
+        google_throttled(error)
     }
 }
 

@@ -101,12 +101,14 @@ pub fn rpc_details(details: Option<&Value>) -> Vec<ErrorDetail> {
         let Some(kind) = type_name(any) else {
             continue;
         };
-        let field = |v: &Value, name: &str| text(v.get(name));
+        // proto3 JSON is camelCase, but some gateways (Redpanda's) keep the proto names.
+        let field = |v: &Value, name: &str| text(v.get(name).or_else(|| v.get(snake(name))));
         match kind {
             "ErrorInfo" => out.push(ErrorDetail {
                 reason: field(any, "reason"),
                 domain: field(any, "domain"),
-                metadata: string_map(any.get("metadata")),
+                // Compute spells it `metadatas`.
+                metadata: string_map(any.get("metadata").or_else(|| any.get("metadatas"))),
                 ..detail(kind)
             }),
             "QuotaFailure" => {
@@ -123,7 +125,10 @@ pub fn rpc_details(details: Option<&Value>) -> Vec<ErrorDetail> {
                             metadata.insert(key.to_owned(), value);
                         }
                     }
-                    for (k, value) in string_map(v.get("quotaDimensions")) {
+                    for (k, value) in string_map(
+                        v.get("quotaDimensions")
+                            .or_else(|| v.get("quota_dimensions")),
+                    ) {
                         metadata.insert(format!("quotaDimensions.{k}"), value);
                     }
                     out.push(ErrorDetail {
@@ -213,12 +218,55 @@ pub fn rpc_details(details: Option<&Value>) -> Vec<ErrorDetail> {
     out
 }
 
+/// The proto field name of a camelCase JSON name (`fieldViolations` → `field_violations`).
+fn snake(name: &str) -> &'static str {
+    match name {
+        "fieldViolations" => "field_violations",
+        "apiService" => "api_service",
+        "quotaMetric" => "quota_metric",
+        "quotaId" => "quota_id",
+        "quotaValue" => "quota_value",
+        "futureQuotaValue" => "future_quota_value",
+        "quotaDimensions" => "quota_dimensions",
+        "resourceType" => "resource_type",
+        "resourceName" => "resource_name",
+        "retryDelay" => "retry_delay",
+        "requestId" => "request_id",
+        "servingData" => "serving_data",
+        "localizedMessage" => "localized_message",
+        _ => "",
+    }
+}
+
 fn array<'a>(value: &'a Value, name: &str) -> impl Iterator<Item = &'a Value> {
     value
         .get(name)
+        .or_else(|| value.get(snake(name)))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+}
+
+/// Reasons Google APIs give for "slow down" (the legacy `errors[].reason` and `ErrorInfo`):
+/// the request was not processed; it succeeds when resent later.
+const GOOGLE_THROTTLED: &[&str] = &[
+    "rateLimitExceeded",
+    "userRateLimitExceeded",
+    "RATE_LIMIT_EXCEEDED",
+    "CONCURRENT_OPERATIONS_QUOTA_EXCEEDED",
+];
+
+/// Whether a Google error says "slow down" whatever its HTTP status: Compute answers rate
+/// limits and its concurrent-operations quota with 403 (terraform-provider-google's
+/// `is403QuotaExceededPerMinuteError` and `is403ConcurrentOperationsQuotaError`).
+pub fn google_throttled(error: &OperationError) -> bool {
+    error.details.iter().any(|d| {
+        d.reason
+            .as_deref()
+            .is_some_and(|r| GOOGLE_THROTTLED.contains(&r))
+    }) || (error.http_status == Some(403)
+        && error.message.starts_with("Quota exceeded for quota metric")
+        && error.message.contains("per minute"))
 }
 
 /// A `google.rpc.Status` as an operation's error: `code` its name (`UNKNOWN` for a missing

@@ -19,7 +19,7 @@
 
 use serde_json::{Map, Value};
 
-use super::error_details::{envelope_error, status_error, text};
+use super::error_details::{envelope_error, google_throttled, status_error, text};
 use super::google_links::resource_path;
 use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
 use crate::api::{OperationError, OperationHandle, StartRequest};
@@ -88,6 +88,13 @@ impl Dialect for Gke {
 
     fn parse_error(&self, answer: &HttpAnswer) -> OperationError {
         envelope_error(answer)
+    }
+
+    /// A mutation refused because another operation holds the cluster (`400
+    /// FAILED_PRECONDITION`, "Cluster is running incompatible operation …") was not processed:
+    /// it is resent once that operation is over, as GKE's runbooks say; and Google's throttling.
+    fn is_throttled(&self, error: &OperationError) -> bool {
+        google_throttled(error) || error.message.contains("is running incompatible operation")
     }
 }
 

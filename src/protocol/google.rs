@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::error_details::{envelope_error, status_error};
+use super::error_details::{envelope_error, google_throttled, status_error};
 use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
@@ -102,6 +102,10 @@ impl Dialect for Google {
         // AIP-193 envelope: {"error": {"code": <HTTP status>, "message", "status": <rpc name>,
         // "details": [...]}}.
         envelope_error(answer)
+    }
+
+    fn is_throttled(&self, error: &OperationError) -> bool {
+        google_throttled(error)
     }
 }
 

@@ -349,6 +349,12 @@ pub trait Dialect: Send + Sync {
         false
     }
 
+    /// When the upstream wants to be asked again, from this answer: the `Retry-After` family of
+    /// headers ([`retry_after`]) by default; a dialect adds what its bodies say.
+    fn retry_hint(&self, answer: &HttpAnswer, now: std::time::SystemTime) -> Option<Duration> {
+        retry_after(answer, now)
+    }
+
     /// An error answer that says "slow down" whatever its status (e.g. AWS throttling
     /// exceptions sent as 400): the request was not processed. The default: none (429 is
     /// read as throttling by every dialect).
@@ -500,7 +506,9 @@ pub fn describe(status: u16, message: &str) -> String {
 }
 
 /// The upstream's hint of when to ask again: `retry-after-ms`, `x-ms-retry-after-ms`, then
-/// `Retry-After` as seconds or HTTP-date, relative to `now`; `None` when absent or unreadable.
+/// `Retry-After` as seconds or HTTP-date, relative to `now`; on a 429 without those, the
+/// rate-limit window's reset (`RateLimit: limit=…, remaining=…, reset=N` as Redpanda sends
+/// it, or `RateLimit-Reset: N`); `None` when absent or unreadable.
 pub fn retry_after(answer: &HttpAnswer, now: std::time::SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = answer
@@ -510,7 +518,27 @@ pub fn retry_after(answer: &HttpAnswer, now: std::time::SystemTime) -> Option<Du
             return Some(Duration::from_millis(ms));
         }
     }
-    parse_retry_after(answer.header("retry-after")?, now)
+    if let Some(value) = answer.header("retry-after") {
+        return parse_retry_after(value, now);
+    }
+    if answer.status != 429 {
+        return None;
+    }
+    if let Some(secs) = answer
+        .header("ratelimit-reset")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(Duration::from_secs(secs));
+    }
+    answer
+        .header("ratelimit")?
+        .split([',', ';'])
+        .find_map(|part| {
+            let (key, value) = part.split_once('=')?;
+            matches!(key.trim(), "reset" | "t")
+                .then(|| value.trim().parse::<u64>().ok().map(Duration::from_secs))
+                .flatten()
+        })
 }
 
 /// Parses an RFC 9110 `Retry-After` value: delay-seconds or an HTTP-date (a past date is zero).
@@ -628,6 +656,11 @@ mod tests {
                 Some(Duration::from_millis(250)),
             ),
             (&[("Retry-After", "soon")], None),
+            (
+                &[("RateLimit", "limit=100, remaining=0, reset=7")],
+                Some(Duration::from_secs(7)),
+            ),
+            (&[("RateLimit-Reset", "3")], Some(Duration::from_secs(3))),
             (&[("Retry-After", "-5")], None),
             (&[], None),
         ];
