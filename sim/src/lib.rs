@@ -1,9 +1,12 @@
 //! The upstream simulator: scriptable Google AIP-151 (`google.longrunning.Operation`)
-//! operations under `/v1`, Redpanda Cloud operations under `/redpanda/v1`, Compute Engine under
-//! `/compute`, Azure Resource Manager under `/azure`, AWS Cloud Control under `/aws`, a generic
-//! "202 + Location" job API under `/generic` (for the `http` protocol), plus a test admin API
-//! under `/sim` (stats, forced outcomes, reset). Tests and the demo drive the real
-//! operator against it.
+//! operations and Service Management rollouts under `/v1`, Redpanda Cloud operations under
+//! `/redpanda/v1`, Compute Engine under `/compute/v1`, Deployment Manager under
+//! `/deploymentmanager/v2`, GKE under `/container/v1`, Azure Resource Manager under `/azure`,
+//! AWS Cloud Control under `/aws`, a generic "202 + Location" job API under `/generic` (for the
+//! `http` protocol), plus a test admin API under `/sim` (stats, forced outcomes, reset). Every
+//! surface answers in its cloud's wire format (see each module for the reference it follows)
+//! and misbehaves on request (`simulate.faults`, `simulate.startFaults`). Tests, the demo and
+//! the benchmark drive the real operator against it.
 
 mod admin;
 pub mod auth;
@@ -12,6 +15,7 @@ mod azure;
 mod compute;
 mod fault_plan;
 mod faults;
+mod gke;
 mod google;
 mod http;
 mod redpanda;
@@ -122,6 +126,7 @@ pub fn router(state: SimState) -> Router {
             "/deploymentmanager/v2/{*rest}",
             any(compute::dispatch_deployment_manager),
         )
+        .route("/container/v1/{*rest}", any(gke::dispatch))
         .route("/azure/{*rest}", any(azure::dispatch))
         .route("/generic/{*rest}", any(http::dispatch))
         .route("/aws", post(aws_cloud_control::dispatch))

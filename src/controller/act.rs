@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
 use crate::protocol::{
-    CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
+    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
     UpstreamState,
 };
 use crate::reconcile::{Event, Memory, PollFailure};
@@ -69,6 +69,7 @@ pub async fn recover(
     let Some(mut request) = dialect.recovery_request(start, sent_at) else {
         return Event::NotRecovered("there is nothing to look it up by".into());
     };
+    let mut candidate: Option<Box<protocol::Started>> = None;
     for _ in 0..MAX_RECOVERY_STEPS {
         let (answer, sent) =
             match send(upstream, meter, RequestKind::Poll, provider, &request).await {
@@ -78,7 +79,7 @@ pub async fn recover(
                     return Event::RecoveryFailed(e.to_string());
                 }
             };
-        let outcome = dialect.read_recovery(start, sent_at, &answer);
+        let outcome = dialect.read_recovery(start, sent_at, candidate.as_deref(), &answer);
         sent.record(!matches!(outcome, Recovery::Failed(_)));
         match outcome {
             Recovery::Found(started) => {
@@ -98,7 +99,10 @@ pub async fn recover(
                 );
                 return Event::RecoveryFailed(why);
             }
-            Recovery::Next(next) => request = next,
+            Recovery::Next(next, found) => {
+                request = next;
+                candidate = found;
+            }
         }
     }
     Event::NotRecovered(format!(

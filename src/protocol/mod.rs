@@ -277,8 +277,9 @@ pub enum StartOutcome {
 pub enum Recovery {
     /// Exactly one operation matches: the start began it.
     Found(Box<Started>),
-    /// Ask this next (another page, or the operations of the resource found).
-    Next(RequestSpec),
+    /// Ask this next (another page, or the operations of the resource found), with the match
+    /// found so far (a later page with another one makes it ambiguous).
+    Next(RequestSpec, Option<Box<Started>>),
     /// None matches, or several do: the outcome cannot be told (for people).
     NotFound(String),
     /// No usable answer this time (a transient error); look again later.
@@ -461,11 +462,12 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// Reads an answer of the look-up.
+    /// Reads an answer of the look-up; `candidate` is the match the earlier pages found.
     fn read_recovery(
         &self,
         _start: &StartRequest,
         _sent_at: jiff::Timestamp,
+        _candidate: Option<&Started>,
         _answer: &HttpAnswer,
     ) -> Recovery {
         Recovery::NotFound("this protocol cannot look for a started operation".into())

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::error_details::rpc_details;
 use super::{
-    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
-    rpc_code_for_http, rpc_code_name,
+    Dialect, HttpAnswer, Observation, ParseError, Recovery, RequestSpec, Started, UpstreamState,
+    describe, is_refusal, is_success, rpc_code_for_http, rpc_code_name,
 };
 use crate::api::{OperationError, OperationHandle, StartRequest};
 
@@ -45,6 +45,139 @@ impl Dialect for Redpanda {
 
     fn cancel_request(&self, _handle: &OperationHandle) -> Option<RequestSpec> {
         None
+    }
+
+    fn no_idempotency_hint(&self) -> &'static str {
+        "the Redpanda Cloud API has no idempotency key, and the operation could not be told apart upstream"
+    }
+
+    fn can_recover(&self) -> bool {
+        true
+    }
+
+    fn recovery_request(
+        &self,
+        start: &StartRequest,
+        _sent_at: jiff::Timestamp,
+    ) -> Option<RequestSpec> {
+        let target = Target::of(start)?;
+        Some(match (&target.resource_id, &target.lookup) {
+            (Some(id), _) => list_operations(target.kind, Some(id), None),
+            (None, Some((collection, _, name))) => lookup(collection, name, None),
+            (None, None) => list_operations(target.kind, None, None),
+        })
+    }
+
+    fn read_recovery(
+        &self,
+        start: &StartRequest,
+        sent_at: jiff::Timestamp,
+        candidate: Option<&Started>,
+        answer: &HttpAnswer,
+    ) -> Recovery {
+        let Some(target) = Target::of(start) else {
+            return Recovery::NotFound("the start request names no operation type".into());
+        };
+        if !is_success(answer.status) {
+            let error = self.parse_error(answer);
+            let text = describe(answer.status, &error.message);
+            return if is_refusal(answer.status) {
+                Recovery::NotFound(format!("looking it up was refused: {text}"))
+            } else {
+                Recovery::Failed(format!("looking it up failed: {text}"))
+            };
+        }
+        let Ok(body) = answer.json() else {
+            return Recovery::Failed("the look-up's answer is not JSON".into());
+        };
+        let token = body
+            .get("next_page_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        // The resource, by its name: then its operations.
+        if let Some((collection, field, name)) = &target.lookup
+            && target.resource_id.is_none()
+            && body.get("operations").is_none()
+        {
+            let found = body
+                .get(*field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|r| r.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|r| r.get("id").and_then(Value::as_str))
+                .map(str::to_owned);
+            return match (found, token) {
+                (Some(id), _) => {
+                    Recovery::Next(list_operations(target.kind, Some(&id), None), None)
+                }
+                (None, Some(token)) => Recovery::Next(lookup(collection, name, Some(&token)), None),
+                (None, None) => Recovery::NotFound(format!(
+                    "no resource named {name:?} exists in {collection}, so the start was most likely not processed; delete and re-create this LongRunningOperation to send it again"
+                )),
+            };
+        }
+        // Operations of that type (and resource), started since the request was sent (a
+        // minute of clock skew allowed).
+        let since = sent_at - jiff::SignedDuration::from_secs(60);
+        let mut found: Option<Box<Started>> = candidate.map(|c| Box::new(c.clone()));
+        for op in body
+            .get("operations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let type_matches = op
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == target.kind);
+            let recent = op
+                .get("started_at")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_none_or(|t| t >= since);
+            let Some(id) = op
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+            else {
+                continue;
+            };
+            if !(type_matches && recent) {
+                continue;
+            }
+            if let Some(first) = &found {
+                return Recovery::NotFound(format!(
+                    "several {} operations began since the start was sent ({} and {id}); the one this start began cannot be told",
+                    target.kind,
+                    first.handle.id.clone().unwrap_or_default()
+                ));
+            }
+            found = Some(Box::new(Started {
+                handle: OperationHandle {
+                    id: Some(id.to_owned()),
+                    ..OperationHandle::default()
+                },
+                observation: observe(op),
+            }));
+        }
+        match (found, token) {
+            (found, Some(token)) => Recovery::Next(
+                list_operations(target.kind, target.resource_id.as_deref(), Some(&token)),
+                found,
+            ),
+            (Some(started), None) => Recovery::Found(started),
+            (None, None) => Recovery::NotFound(format!(
+                "no {} operation{} began since the start was sent",
+                target.kind,
+                target
+                    .resource_id
+                    .as_deref()
+                    .map(|id| format!(" on {id}"))
+                    .unwrap_or_default()
+            )),
+        }
     }
 
     fn parse_started(&self, answer: &HttpAnswer) -> Result<Started, ParseError> {
@@ -92,6 +225,118 @@ impl Dialect for Redpanda {
             details: rpc_details(status.and_then(|s| s.get("details"))),
         }
     }
+}
+
+/// What a start request acts on, to find its operation again (the OpenAPI document's paths
+/// and `Operation.Type`s).
+struct Target {
+    /// The operation type, e.g. `TYPE_CREATE_CLUSTER`.
+    kind: &'static str,
+    /// The resource an update or delete acts on.
+    resource_id: Option<String>,
+    /// For a create: the collection to find the new resource in by name, the field of the
+    /// list answer holding them, and the name.
+    lookup: Option<(&'static str, &'static str, String)>,
+}
+
+impl Target {
+    fn of(start: &StartRequest) -> Option<Target> {
+        let path = start.path.trim_start_matches('/');
+        let path = path.strip_prefix("v1/").unwrap_or(path);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let body = start.body.as_ref();
+        let name = |object: &str| {
+            body.and_then(|b| b.get(object))
+                .and_then(|o| o.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let create = |kind, collection, field, object: &str| Target {
+            kind,
+            resource_id: None,
+            lookup: name(object).map(|n| (collection, field, n)),
+        };
+        let on = |kind, id: &str| Target {
+            kind,
+            resource_id: Some(id.to_owned()),
+            lookup: None,
+        };
+        use crate::api::HttpMethod::{Delete, Patch, Post};
+        Some(match (start.method, segments.as_slice()) {
+            (Post, ["clusters"]) => {
+                create("TYPE_CREATE_CLUSTER", "v1/clusters", "clusters", "cluster")
+            }
+            (Patch, ["clusters", id]) => on("TYPE_UPDATE_CLUSTER", id),
+            (Delete, ["clusters", id]) => on("TYPE_DELETE_CLUSTER", id),
+            (Post, ["networks"]) => {
+                create("TYPE_CREATE_NETWORK", "v1/networks", "networks", "network")
+            }
+            (Patch, ["networks", id]) => on("TYPE_UPDATE_NETWORK", id),
+            (Delete, ["networks", id]) => on("TYPE_DELETE_NETWORK", id),
+            (Post, ["serverless", "clusters"]) => create(
+                "TYPE_CREATE_SERVERLESS_CLUSTER",
+                "v1/serverless/clusters",
+                "serverless_clusters",
+                "serverless_cluster",
+            ),
+            (Patch, ["serverless", "clusters", id]) => on("TYPE_UPDATE_SERVERLESS_CLUSTER", id),
+            (Delete, ["serverless", "clusters", id]) => on("TYPE_DELETE_SERVERLESS_CLUSTER", id),
+            (Post, ["network", _, "network-peerings"]) => Target {
+                kind: "TYPE_CREATE_NETWORK_PEERING",
+                resource_id: None,
+                lookup: None,
+            },
+            (Delete, ["network", _, "network-peerings", id]) => {
+                on("TYPE_DELETE_NETWORK_PEERING", id)
+            }
+            (Post, ["serverless", "private-links"]) => Target {
+                kind: "TYPE_CREATE_SERVERLESS_PRIVATE_LINK",
+                resource_id: None,
+                lookup: None,
+            },
+            (Patch, ["serverless", "private-links", id]) => {
+                on("TYPE_UPDATE_SERVERLESS_PRIVATE_LINK", id)
+            }
+            (Delete, ["serverless", "private-links", id]) => {
+                on("TYPE_DELETE_SERVERLESS_PRIVATE_LINK", id)
+            }
+            (Post, ["shadow-links"]) => Target {
+                kind: "TYPE_CREATE_SHADOW_LINK",
+                resource_id: None,
+                lookup: None,
+            },
+            (Patch, ["shadow-links", id]) => on("TYPE_UPDATE_SHADOW_LINK", id),
+            (Delete, ["shadow-links", id]) => on("TYPE_DELETE_SHADOW_LINK", id),
+            _ => return None,
+        })
+    }
+}
+
+/// `GET v1/operations` filtered by type (and resource), a page of up to 100.
+fn list_operations(kind: &str, resource_id: Option<&str>, page_token: Option<&str>) -> RequestSpec {
+    let mut request = RequestSpec::get("v1/operations".into());
+    request.query.push(("filter.type_in".into(), kind.into()));
+    if let Some(id) = resource_id {
+        request.query.push(("filter.resource_id".into(), id.into()));
+    }
+    request.query.push(("page_size".into(), "100".into()));
+    if let Some(token) = page_token {
+        request.query.push(("page_token".into(), token.into()));
+    }
+    request
+}
+
+/// `GET {collection}?filter.name_contains={name}`: the resource a create may have made.
+fn lookup(collection: &str, name: &str, page_token: Option<&str>) -> RequestSpec {
+    let mut request = RequestSpec::get(collection.into());
+    request
+        .query
+        .push(("filter.name_contains".into(), name.into()));
+    request.query.push(("page_size".into(), "100".into()));
+    if let Some(token) = page_token {
+        request.query.push(("page_token".into(), token.into()));
+    }
+    request
 }
 
 /// The `operation` object of a `{"operation": …}` answer. An answer without it is not a
@@ -326,5 +571,129 @@ mod tests {
             let _ = Redpanda.parse_started(&answer);
             let _ = Redpanda.parse_error(&answer);
         }
+    }
+
+    fn start(method: &str, path: &str, body: Value) -> StartRequest {
+        serde_json::from_value(json!({"method": method, "path": path, "body": body})).unwrap()
+    }
+
+    fn listed(ops: Value, token: Option<&str>) -> HttpAnswer {
+        let mut body = json!({"operations": ops});
+        if let Some(t) = token {
+            body["next_page_token"] = json!(t);
+        }
+        answer(200, body)
+    }
+
+    #[test]
+    fn a_lost_create_is_found_by_the_resource_name_then_its_operation() {
+        let sent = "2026-12-04T12:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        let create = start(
+            "POST",
+            "v1/clusters",
+            json!({"cluster": {"name": "prod-1"}}),
+        );
+        let first = Redpanda.recovery_request(&create, sent).unwrap();
+        assert_eq!(first.path, "v1/clusters");
+        assert!(
+            first
+                .query
+                .contains(&("filter.name_contains".into(), "prod-1".into()))
+        );
+        // Two clusters contain the name; only one is it.
+        let clusters = answer(
+            200,
+            json!({"clusters": [
+            {"id": "c-other", "name": "prod-10"}, {"id": "c-1", "name": "prod-1"}]}),
+        );
+        let Recovery::Next(next, None) = Redpanda.read_recovery(&create, sent, None, &clusters)
+        else {
+            panic!("expected the operations of c-1");
+        };
+        assert_eq!(next.path, "v1/operations");
+        assert!(
+            next.query
+                .contains(&("filter.type_in".into(), "TYPE_CREATE_CLUSTER".into()))
+        );
+        assert!(
+            next.query
+                .contains(&("filter.resource_id".into(), "c-1".into()))
+        );
+        let ops = listed(
+            json!([{"id": "op-1", "type": "TYPE_CREATE_CLUSTER", "state": "STATE_IN_PROGRESS",
+                    "resource_id": "c-1", "started_at": "2026-12-04T12:00:01Z"}]),
+            None,
+        );
+        let Recovery::Found(started) = Redpanda.read_recovery(&create, sent, None, &ops) else {
+            panic!("expected op-1");
+        };
+        assert_eq!(started.handle.id.as_deref(), Some("op-1"));
+        assert_eq!(started.observation.state, UpstreamState::Running);
+    }
+
+    #[test]
+    fn no_resource_none_or_several_operations_leave_the_outcome_unknown() {
+        let sent = "2026-12-04T12:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        let create = start(
+            "POST",
+            "v1/clusters",
+            json!({"cluster": {"name": "prod-1"}}),
+        );
+        let none = answer(200, json!({"clusters": []}));
+        assert!(matches!(
+            Redpanda.read_recovery(&create, sent, None, &none),
+            Recovery::NotFound(why) if why.contains("not processed")
+        ));
+        let delete = start("DELETE", "/v1/clusters/c-1", Value::Null);
+        let request = Redpanda.recovery_request(&delete, sent).unwrap();
+        assert!(
+            request
+                .query
+                .contains(&("filter.type_in".into(), "TYPE_DELETE_CLUSTER".into()))
+        );
+        // An older delete of the same cluster is not this one.
+        let old = listed(
+            json!([{"id": "op-0", "type": "TYPE_DELETE_CLUSTER",
+                                 "started_at": "2026-12-01T00:00:00Z"}]),
+            None,
+        );
+        assert!(matches!(
+            Redpanda.read_recovery(&delete, sent, None, &old),
+            Recovery::NotFound(_)
+        ));
+        // One on this page, another on the next: ambiguous.
+        let page = listed(
+            json!([{"id": "op-1", "type": "TYPE_DELETE_CLUSTER",
+                                  "started_at": "2026-12-04T12:00:02Z"}]),
+            Some("t2"),
+        );
+        let Recovery::Next(next, Some(found)) = Redpanda.read_recovery(&delete, sent, None, &page)
+        else {
+            panic!("expected the next page");
+        };
+        assert!(next.query.contains(&("page_token".into(), "t2".into())));
+        let page2 = listed(
+            json!([{"id": "op-2", "type": "TYPE_DELETE_CLUSTER",
+                                   "started_at": "2026-12-04T12:00:03Z"}]),
+            None,
+        );
+        assert!(matches!(
+            Redpanda.read_recovery(&delete, sent, Some(&found), &page2),
+            Recovery::NotFound(why) if why.contains("op-1") && why.contains("op-2")
+        ));
+        // A transient answer is looked at again; a refusal is final.
+        assert!(matches!(
+            Redpanda.read_recovery(&delete, sent, None, &answer(503, json!({}))),
+            Recovery::Failed(_)
+        ));
+        assert!(matches!(
+            Redpanda.read_recovery(&delete, sent, None, &answer(403, json!({}))),
+            Recovery::NotFound(_)
+        ));
+        assert!(
+            Redpanda
+                .recovery_request(&start("POST", "v1/users", json!({})), sent)
+                .is_none()
+        );
     }
 }

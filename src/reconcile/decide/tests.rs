@@ -126,6 +126,13 @@ fn every_event() -> Vec<Event> {
         Event::CancelSent,
         Event::CancelRefused("no".into()),
         Event::CancelLost("timeout".into()),
+        Event::StartDeferred("HTTP 429: slow down".into()),
+        Event::Recovered(Started {
+            handle: handle(),
+            observation: obs(UpstreamState::Running, Some(10)),
+        }),
+        Event::NotRecovered("several operations".into()),
+        Event::RecoveryFailed("HTTP 503".into()),
     ]
 }
 
@@ -223,6 +230,18 @@ impl World {
             idempotent_start,
             can_cancel,
             ..Caps::default()
+        };
+        self
+    }
+
+    /// No idempotency key, but the protocol can look a lost start up.
+    fn recoverable(mut self) -> World {
+        self.caps = Caps {
+            idempotent_start: false,
+            no_idempotency: "no idempotency key (test)",
+            can_recover: true,
+            can_cancel: true,
+            long_poll: false,
         };
         self
     }
@@ -415,7 +434,10 @@ fn invariants(name: &str, given: &World, event: &Event, d: &Decision) {
         assert!(new >= old, "{name}: progress went from {old} to {new}");
     }
     if after.progress.is_some() && before.progress.is_none() {
-        let (Event::Polled(o) | Event::Started(Started { observation: o, .. })) = event else {
+        let (Event::Polled(o)
+        | Event::Started(Started { observation: o, .. })
+        | Event::Recovered(Started { observation: o, .. })) = event
+        else {
             panic!("{name}: progress invented on {event:?}");
         };
         assert!(o.progress.is_some(), "{name}: progress invented");
@@ -719,6 +741,154 @@ fn starting() {
                         .any(|n| n.warning && n.reason == "StartOutcomeUnknown")
                 );
             },
+        },
+        Row {
+            name: "Starting + StartDeferred, no idempotency key: not processed, waits for Retry-After",
+            given: World::starting()
+                .caps(false, true)
+                .at(1.0)
+                .mem(|m| m.record_failure(t(1.0), "429".into(), Some(secs(30.0)), false)),
+            event: Event::StartDeferred("HTTP 429: slow down".into()),
+            phase: Phase::Starting,
+            action: Want::Is(Action::Wait(Some(secs(30.0)))),
+            reason: "StartDeferred",
+            check: |_, d| {
+                assert!(d.status.message.as_ref().unwrap().contains("resent"));
+                assert!(d.notices.is_empty());
+            },
+        },
+        Row {
+            name: "a deferred start, no idempotency key, due: resent, Starting written first",
+            given: World::starting()
+                .caps(false, true)
+                .at(1.0)
+                .mem(|m| m.record_failure(t(1.0), "429".into(), Some(secs(30.0)), false))
+                .then(&Event::StartDeferred("HTTP 429".into()))
+                .at(31.0),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Start {
+                request_id: UID.into(),
+            }),
+            reason: "Starting",
+            check: nothing,
+        },
+        Row {
+            name: "a deferred start, no idempotency key, not yet due: waits",
+            given: World::starting()
+                .caps(false, true)
+                .at(1.0)
+                .mem(|m| m.record_failure(t(1.0), "429".into(), Some(secs(30.0)), false))
+                .then(&Event::StartDeferred("HTTP 429".into()))
+                .at(11.0),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Wait(Some(secs(20.0)))),
+            reason: "StartDeferred",
+            check: unchanged,
+        },
+        Row {
+            name: "restart after a deferred start, no idempotency key: resent at once",
+            given: World::starting()
+                .caps(false, true)
+                .at(1.0)
+                .mem(|m| m.record_failure(t(1.0), "429".into(), Some(secs(30.0)), false))
+                .then(&Event::StartDeferred("HTTP 429".into()))
+                .at(5.0)
+                .restart(),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Start {
+                request_id: UID.into(),
+            }),
+            reason: "Starting",
+            check: nothing,
+        },
+        Row {
+            name: "Starting + StartLost, no key but a look-up: looks for the operation",
+            given: World::starting()
+                .recoverable()
+                .at(1.0)
+                .mem(|m| m.record_failure(t(1.0), "timeout".into(), None, false)),
+            event: Event::StartLost("connection reset".into()),
+            phase: Phase::Starting,
+            action: Want::Is(Action::Recover),
+            reason: "RecoveringStart",
+            check: |_, d| {
+                assert!(
+                    d.status
+                        .message
+                        .as_ref()
+                        .unwrap()
+                        .contains("connection reset")
+                );
+            },
+        },
+        Row {
+            name: "restart in Starting, no key but a look-up: looks for the operation",
+            given: World::starting().recoverable().at(500.0).restart(),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Recover),
+            reason: "RecoveringStart",
+            check: nothing,
+        },
+        Row {
+            name: "Starting + Recovered: Running with the operation found",
+            given: World::starting()
+                .recoverable()
+                .at(1.0)
+                .then(&Event::StartLost("reset".into()))
+                .at(2.0)
+                .mem(|m| m.record_success(t(2.0), None)),
+            event: Event::Recovered(Started {
+                handle: handle(),
+                observation: obs(UpstreamState::Running, None),
+            }),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                let op = d.status.operation.as_ref().unwrap();
+                assert_eq!(op.name.as_deref(), Some(OP));
+                assert_eq!(op.request_id.as_deref(), Some(UID));
+                assert!(
+                    d.notices
+                        .iter()
+                        .any(|n| n.reason == "Started" && n.message.contains("found upstream"))
+                );
+            },
+        },
+        Row {
+            name: "Starting + NotRecovered: Failed StartOutcomeUnknown, saying why",
+            given: World::starting()
+                .recoverable()
+                .at(1.0)
+                .then(&Event::StartLost("reset".into()))
+                .at(2.0),
+            event: Event::NotRecovered("several TYPE_CREATE_CLUSTER operations".into()),
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "StartOutcomeUnknown",
+            check: |_, d| {
+                let message = d.status.message.as_ref().unwrap();
+                assert!(message.contains("several TYPE_CREATE_CLUSTER operations"));
+                assert!(message.contains("no idempotency key (test)"), "{message}");
+            },
+        },
+        Row {
+            name: "Starting + RecoveryFailed: looks again on the schedule",
+            given: World::starting()
+                .recoverable()
+                .at(1.0)
+                .then(&Event::StartLost("reset".into()))
+                .at(2.0)
+                .mem(|m| m.record_failure(t(2.0), "503".into(), None, false)),
+            event: Event::RecoveryFailed("HTTP 503".into()),
+            phase: Phase::Starting,
+            action: Want::Is(Action::Wait(Some(secs(8.0)))),
+            reason: "RecoveringStart",
+            check: nothing,
         },
         Row {
             name: "restart in Starting, idempotent: resend the same id",
@@ -2337,4 +2507,18 @@ fn dependencies() {
             },
         },
     ]);
+}
+
+#[test]
+fn a_success_keeps_the_upstreams_note() {
+    // Compute's warnings on a DONE operation are its note: they are not dropped.
+    let w = World::running().at(20.0);
+    let d = w.decide(&Event::Polled(Observation {
+        message: Some("upstream warnings: Disk size: '50 GB' is larger".into()),
+        ..obs(UpstreamState::Succeeded, None)
+    }));
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    let message = d.status.message.unwrap();
+    assert!(message.contains("succeeded"), "{message}");
+    assert!(message.contains("larger"), "{message}");
 }
