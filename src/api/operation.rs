@@ -29,7 +29,8 @@ use super::schema;
     printcolumn(
         name = "Operation",
         type_ = "string",
-        json_path = ".status.operation.name",
+        // The first of the handle's name, id and url that is set (a JSONPath union).
+        json_path = ".status.operation['name','id','url']",
         priority = 1
     ),
     printcolumn(

@@ -112,6 +112,8 @@ pub struct RateLimitSpec {
     /// rounded up (at least 1).
     #[x_kube(validation = kube::core::Rule::new("self >= 1").message("rateLimit.burst must be at least 1"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // The API server knows int32 and int64, not schemars' uint32 (kubectl explain warns).
+    #[schemars(extend("format" = "int64"))]
     pub burst: Option<u32>,
 }
 
