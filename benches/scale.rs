@@ -685,7 +685,12 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             },
         });
         if protocol == "compute" {
-            provider["spec"]["compute"] = json!({"longPoll": true});
+            provider["spec"]["compute"] =
+                json!({"longPoll": true, "requestIdParameter": "requestId"});
+        }
+        if protocol == "google" {
+            // The simulator's generic collections declare `requestId` (AIP-155).
+            provider["spec"]["google"] = json!({"requestIdParameter": "requestId"});
         }
         if let Some((rps, burst)) = args.rate_limit {
             provider["spec"]["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});

@@ -63,6 +63,7 @@ async fn provider_at(env: &TestEnv, name: &str, base_url: &str, extra: Value) {
     let mut spec = json!({
         "baseURL": base_url,
         "protocol": "google",
+        "google": {"requestIdParameter": "requestId"},
         "allowPrivateNetworks": true,
         "polling": {"initialInterval": "500ms", "maxInterval": "1s"},
     });

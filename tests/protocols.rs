@@ -106,23 +106,33 @@ async fn redpanda_failure_keeps_the_upstream_code_and_message() {
 /// must not send it again. The operation stops in `Failed`/`StartOutcomeUnknown` with a message
 /// telling how to adopt the operation by hand.
 #[tokio::test]
-async fn a_lost_start_without_idempotency_key_is_not_resent() {
+async fn a_lost_start_without_idempotency_key_is_found_not_resent() {
     let mut env = TestEnv::new("redpanda-lost").await;
     provider(&env, "redpanda", "redpanda", "/redpanda").await;
-    operation(
-        &env,
-        "cluster",
-        "redpanda",
-        json!({
-            "path": "v1/clusters",
-            "body": {"cluster": {"name": "c1"}, "simulate": {"durationSeconds": 30, "startDelayMs": 4000}},
-        }),
-    )
-    .await;
-    env.wait_phase("cluster", Phase::Starting, WAIT).await;
-    // The simulator holds the answer for 4 s: the request is in flight now.
+    // Three creates whose answers the operator never reads: one named (found by its name), two
+    // unnamed of the same type at the same time (which of the two is whose cannot be told).
+    for (name, cluster) in [
+        ("named", json!({"name": "c1"})),
+        ("twin-a", json!({})),
+        ("twin-b", json!({})),
+    ] {
+        operation(
+            &env,
+            name,
+            "redpanda",
+            json!({
+                "path": "v1/clusters",
+                "body": {"cluster": cluster, "simulate": {"durationSeconds": 30, "startDelayMs": 4000}},
+            }),
+        )
+        .await;
+    }
+    for name in ["named", "twin-a", "twin-b"] {
+        env.wait_phase(name, Phase::Starting, WAIT).await;
+    }
+    // The simulator holds the answers for 4 s: the requests are in flight now.
     for _ in 0..50 {
-        if env.sim_stats().await["creates"] == json!(1) {
+        if env.sim_stats().await["creates"] == json!(3) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -130,26 +140,43 @@ async fn a_lost_start_without_idempotency_key_is_not_resent() {
     env.kill_operator().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     env.start_operator().await;
-    let op = env.wait_phase("cluster", Phase::Failed, WAIT).await;
-    let stalled = op
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::STALLED))
-        .expect("Stalled condition");
-    assert_eq!(
-        (stalled.status.as_str(), stalled.reason.as_str()),
-        ("True", "StartOutcomeUnknown")
-    );
+    // Found upstream, by its name: adopted, not resent.
+    let op = env.wait_phase("named", Phase::Running, WAIT).await;
     assert!(
-        stalled.message.contains("spec.operation"),
-        "says how to adopt: {}",
-        stalled.message
+        status_of(&op)
+            .operation
+            .as_ref()
+            .and_then(|h| h.id.clone())
+            .is_some()
     );
+    // Ambiguous: given up with the reason, never resent.
+    for name in ["twin-a", "twin-b"] {
+        let op = env.wait_phase(name, Phase::Failed, WAIT).await;
+        let stalled = op
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::STALLED))
+            .expect("Stalled condition");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "StartOutcomeUnknown")
+        );
+        assert!(
+            stalled.message.contains("spec.operation"),
+            "says how to adopt: {}",
+            stalled.message
+        );
+        assert!(
+            stalled.message.contains("cannot be told"),
+            "says why: {}",
+            stalled.message
+        );
+    }
     let stats = env.sim_stats().await;
     assert_eq!(
         stats["creates"],
-        json!(1),
-        "the start was sent once: {stats}"
+        json!(3),
+        "each start was sent once: {stats}"
     );
 }
 
@@ -184,13 +211,20 @@ fn path_of(url: &str) -> String {
 #[tokio::test]
 async fn compute_long_poll_sees_completion_at_once_with_far_fewer_requests() {
     let env = TestEnv::new("compute").await;
-    provider(&env, "compute", "compute", "/compute/v1").await;
+    provider_with(
+        &env,
+        "compute",
+        "compute",
+        "/compute/v1",
+        json!({"compute": {"requestIdParameter": "requestId"}}),
+    )
+    .await;
     provider_with(
         &env,
         "compute-wait",
         "compute",
         "/compute/v1",
-        json!({"compute": {"longPoll": true}}),
+        json!({"compute": {"longPoll": true, "requestIdParameter": "requestId"}}),
     )
     .await;
     for (name, provider) in [("plain", "compute"), ("waited", "compute-wait")] {

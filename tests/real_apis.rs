@@ -167,10 +167,12 @@ async fn compute_engine_sends_its_request_id_and_follows_its_links_home() {
 #[tokio::test]
 async fn a_service_management_rollout_starts_without_a_request_id() {
     let env = TestEnv::new("rollout").await;
+    // Service Management as a user sets it up: protocol google, no requestIdParameter.
+    provider(&env, "servicemanagement", "google", "/v1", json!({})).await;
     operation(
         &env,
         "rollout",
-        support::PROVIDER,
+        "servicemanagement",
         json!({"start": {"path": "services/demo.endpoints.example.com/rollouts",
                          "body": {"simulate": {"durationSeconds": 2, "steps": true}}}}),
     )
@@ -219,10 +221,11 @@ async fn a_service_management_rollout_starts_without_a_request_id() {
 #[tokio::test]
 async fn a_lost_google_start_without_a_request_id_says_what_was_lost() {
     let env = TestEnv::new("google-lost").await;
+    provider(&env, "servicemanagement", "google", "/v1", json!({})).await;
     operation(
         &env,
         "lost",
-        support::PROVIDER,
+        "servicemanagement",
         json!({"start": {"path": "services/demo.endpoints.example.com/rollouts",
                          "body": {"simulate": {"durationSeconds": 60, "startFaults": [{"kind": "reset"}]}}}}),
     )

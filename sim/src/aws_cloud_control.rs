@@ -1,35 +1,98 @@
 //! The AWS Cloud Control API surface under `/aws` (JSON 1.0: `POST /aws/` with
 //! `X-Amz-Target: CloudApiService.<Action>` and `Content-Type: application/x-amz-json-1.0`;
-//! requests are not signed).
+//! requests are not signed unless `/sim/auth` asks for SigV4). Shapes follow
+//! `boto/botocore` `botocore/data/cloudcontrol/2021-09-30/service-2.json`.
 //!
 //! * `CreateResource` (`TypeName`, `DesiredState` as a JSON string, `ClientToken`),
 //!   `UpdateResource` (`TypeName`, `Identifier`, `PatchDocument`) and `DeleteResource`
 //!   (`TypeName`, `Identifier`) start a request and answer its `ProgressEvent`; a `ClientToken`
-//!   seen before answers the same request (idempotency). The script is the body's `simulate`.
+//!   seen before answers the same request (idempotency). The script is the body's `simulate`;
+//!   its `startFaults` apply to the n-th identical start request.
 //! * `GetResourceRequestStatus` (`RequestToken`): `PENDING` for the first tenth of the duration,
-//!   `IN_PROGRESS`, then `SUCCESS` (with the `ResourceModel`), `FAILED` (`ErrorCode`,
-//!   `StatusMessage`) or `CANCEL_COMPLETE`.
+//!   `IN_PROGRESS`, then `SUCCESS` (with the `ResourceModel`), `FAILED` (`ErrorCode`, one of
+//!   the `HandlerErrorCode` enum — `simulate.errorReason` if it is one, else derived from
+//!   `errorCode` —, and `StatusMessage`, the scripted message) or `CANCEL_COMPLETE`; served
+//!   with the script's GET faults (`simulate.faults`, see [`crate::faults`]). `EventTime` is
+//!   when the request reached its current status (epoch seconds).
 //! * `CancelResourceRequest` (`RequestToken`): `CANCEL_IN_PROGRESS` for a second, then
 //!   `CANCEL_COMPLETE` (unless the request finishes first); a finished request answers
 //!   `ConcurrentModificationException`.
 //!
-//! Errors are JSON 1.0 errors (`{"__type": "…#NameException", "message"}`, HTTP 400 or 500).
+//! Errors are JSON 1.0 errors: `{"__type": "<namespace>#<Name>", "Message"}` (the Smithy model's
+//! error shapes have one member, `Message`; the Coral front end's own errors —
+//! `ThrottlingException`, `ValidationException`, … — write `message`), with an
+//! `x-amzn-ErrorType: <Name>:http://internal.amazon.com/coral/<namespace>/` header and an
+//! `x-amzn-RequestId` on every answer. An error status — a fault's or `startStatus` — is
+//! answered the way AWS answers it, which is not always that status: a 429 is the throttling
+//! AWS JSON 1.0 services send, `400 ThrottlingException` "Rate exceeded" (botocore
+//! `_retry.json`: `ThrottlingException` with `http_status_code` 400; pulumi-aws-native issue
+//! #690); other client errors are 400 (`ValidationException` for 400,
+//! `AccessDeniedException` for 403, `ResourceNotFoundException` for 404,
+//! `AlreadyExistsException` for 409, `UnrecognizedClientException` 403 for 401,
+//! `InvalidRequestException` otherwise); 500 is `InternalFailure`, 503 `ServiceUnavailable`
+//! (AWS Cloud Control API Reference, Common Errors). An unknown `RequestToken` is `400
+//! RequestTokenNotFoundException` (API reference of GetResourceRequestStatus).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::fault_plan::start_fault;
+use super::faults::{self, lose, misanswer, refuses};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
+use super::surface::Surface;
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// How long a cancelled request reads `CANCEL_IN_PROGRESS`.
 const CANCEL_MS: u64 = 1000;
+/// `HandlerErrorCode` (service-2.json).
+const HANDLER_ERROR_CODES: [&str; 16] = [
+    "NotUpdatable",
+    "InvalidRequest",
+    "AccessDenied",
+    "UnauthorizedTaggingOperation",
+    "InvalidCredentials",
+    "AlreadyExists",
+    "NotFound",
+    "ResourceConflict",
+    "Throttling",
+    "ServiceLimitExceeded",
+    "NotStabilized",
+    "GeneralServiceException",
+    "ServiceInternalError",
+    "ServiceTimeout",
+    "NetworkFailure",
+    "InternalFailure",
+];
+
+/// AWS Cloud Control, for faults.
+struct CloudControl;
+
+impl Surface for CloudControl {
+    fn operation(&self, op: &OpRecord, now_ms: u64) -> Response {
+        answer(event_json(op, now_ms))
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        let (http, code) = error_of_http(status.as_u16());
+        error(http, code, message)
+    }
+
+    fn not_found(&self, _id: &str) -> Response {
+        error(
+            StatusCode::BAD_REQUEST,
+            "RequestTokenNotFoundException",
+            "A resource operation with the specified request token can't be found.",
+        )
+    }
+}
 
 /// Dispatches every `POST /aws` request by its `X-Amz-Target`.
 pub async fn dispatch(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -52,7 +115,7 @@ pub async fn dispatch(State(state): State<SimState>, headers: HeaderMap, body: B
         Some(action @ ("CreateResource" | "UpdateResource" | "DeleteResource")) => {
             start(&state, action, &body).await
         }
-        Some("GetResourceRequestStatus") => status(&state, &body),
+        Some("GetResourceRequestStatus") => status(&state, &body).await,
         Some("CancelResourceRequest") => cancel(&state, &body),
         _ => error(
             StatusCode::BAD_REQUEST,
@@ -62,21 +125,87 @@ pub async fn dispatch(State(state): State<SimState>, headers: HeaderMap, body: B
     }
 }
 
+/// The HTTP status and error code AWS answers for an error status (see the module doc).
+fn error_of_http(status: u16) -> (StatusCode, &'static str) {
+    let (http, code) = match status {
+        400 => (400, "ValidationException"),
+        401 => (403, "UnrecognizedClientException"),
+        403 => (400, "AccessDeniedException"),
+        404 => (400, "ResourceNotFoundException"),
+        409 => (400, "AlreadyExistsException"),
+        429 => (400, "ThrottlingException"),
+        s if s < 500 => (400, "InvalidRequestException"),
+        503 => (503, "ServiceUnavailable"),
+        s => (s, "InternalFailure"),
+    };
+    (
+        StatusCode::from_u16(http).unwrap_or(StatusCode::BAD_REQUEST),
+        code,
+    )
+}
+
+/// The Coral namespace of an error code, and the name of its message member.
+fn namespace_of(code: &str) -> (&'static str, &'static str) {
+    match code {
+        "ThrottlingException" => ("com.amazon.coral.availability", "message"),
+        "ValidationException" | "SerializationException" => {
+            ("com.amazon.coral.validate", "message")
+        }
+        "UnknownOperationException"
+        | "UnrecognizedClientException"
+        | "AccessDeniedException"
+        | "InternalFailure"
+        | "ServiceUnavailable" => ("com.amazon.coral.service", "message"),
+        _ => ("com.amazonaws.cloudcontrol", "Message"),
+    }
+}
+
 /// A JSON 1.0 error answer.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body =
-        json!({"__type": format!("com.amazonaws.cloudcontrol#{code}"), "message": message.into()});
-    let mut response = (status, Json(body)).into_response();
-    if let Ok(value) = CONTENT_TYPE.parse() {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    let (namespace, member) = namespace_of(code);
+    let mut body = Map::new();
+    body.insert("__type".into(), format!("{namespace}#{code}").into());
+    body.insert(member.into(), message.into().into());
+    let mut response = (status, Json(Value::Object(body))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{code}:http://internal.amazon.com/coral/{namespace}/"
+    )) {
+        headers.insert("x-amzn-errortype", value);
     }
-    response
+    with_request_id(response)
 }
 
 fn answer(event: Value) -> Response {
     let mut response = Json(json!({ "ProgressEvent": event })).into_response();
-    if let Ok(value) = CONTENT_TYPE.parse() {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    with_request_id(response)
+}
+
+/// Adds an `x-amzn-RequestId` (UUID-shaped, distinct per answer).
+fn with_request_id(mut response: Response) -> Response {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let (a, b) = (mix(n), mix(n ^ 0x5555));
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
 }
@@ -96,7 +225,7 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
         return error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
-            "TypeName is required",
+            "1 validation error detected: Value null at 'typeName' failed to satisfy constraint: Member must not be null",
         );
     };
     let (operation, desired, identifier) = match action {
@@ -105,7 +234,7 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "ValidationException",
-                    "DesiredState is required",
+                    "1 validation error detected: Value null at 'desiredState' failed to satisfy constraint: Member must not be null",
                 );
             };
             let Ok(Value::Object(desired)) = serde_json::from_str::<Value>(desired) else {
@@ -123,7 +252,7 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "ValidationException",
-                    "Identifier is required",
+                    "1 validation error detected: Value null at 'identifier' failed to satisfy constraint: Member must not be null",
                 );
             };
             let operation = if action == "UpdateResource" {
@@ -136,7 +265,7 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
     };
     let client_token = text(&input, "ClientToken").map(str::to_owned);
     let now = state.now_ms();
-    let internal = {
+    let (internal, fault) = {
         let mut store = state.store();
         if let Some(op) = client_token
             .as_deref()
@@ -144,25 +273,25 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
         {
             let name = op.name.clone();
             store.duplicate_creates += 1;
-            name
+            (name, None)
         } else {
+            let key = format!("{action}\n{}", String::from_utf8_lossy(body));
+            let attempt = store.start_attempt(&key);
+            let fault = start_fault(&script.start_faults, attempt);
+            if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
+                store.rejected_creates += 1;
+                drop(store);
+                return misanswer(fault, &CloudControl, now);
+            }
             if let Some(status) = script.start_status {
                 store.rejected_creates += 1;
-                let http = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-                let code = match status {
-                    409 => "AlreadyExistsException",
-                    429 => "ThrottlingException",
-                    403 => "AccessDeniedException",
-                    s if s >= 500 => "ServiceInternalErrorException",
-                    _ => "InvalidRequestException",
-                };
-                // JSON 1.0 client errors are HTTP 400 (throttling included).
-                let http = if http.is_client_error() {
-                    StatusCode::BAD_REQUEST
+                let (http, code) = error_of_http(status);
+                let message = if code == "ThrottlingException" {
+                    "Rate exceeded".to_owned()
                 } else {
-                    http
+                    format!("rejected by script (HTTP {status})")
                 };
-                return error(http, code, format!("rejected by script (HTTP {status})"));
+                return error(http, code, message);
             }
             store.creates += 1;
             let spec = json!({
@@ -175,21 +304,29 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
             if op.spec["aws"]["identifier"].is_null() {
                 op.spec["aws"]["identifier"] = format!("sim-{}", &op.uid[..8]).into();
             }
-            op.name.clone()
+            (op.name.clone(), fault)
         }
     };
     if script.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
     }
     let now = state.now_ms();
-    let store = state.store();
-    match store.ops().iter().find(|op| op.name == internal) {
-        Some(op) => answer(event_json(op, now)),
-        None => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServiceInternalErrorException",
-            "request vanished (reset)",
-        ),
+    let normal = {
+        let store = state.store();
+        match store.ops().iter().find(|op| op.name == internal) {
+            Some(op) => answer(event_json(op, now)),
+            None => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailure",
+                    "request vanished (reset)",
+                );
+            }
+        }
+    };
+    match fault {
+        Some(fault) => lose(&fault, normal, &CloudControl, now).await,
+        None => normal,
     }
 }
 
@@ -205,35 +342,37 @@ fn primary_identifier(desired: &Map<String, Value>) -> Option<String> {
 /// Why a request token names no request: the JSON 1.0 error code and message.
 type NotFound = (&'static str, String);
 
-/// The Cloud Control request with `RequestToken` (the operation's uid).
-fn find<'a>(store: &'a mut Store, body: &[u8]) -> Result<&'a mut OpRecord, NotFound> {
+/// The Cloud Control request with `RequestToken` (the operation's uid): its internal name.
+fn find(store: &Store, body: &[u8]) -> Result<String, NotFound> {
     let token = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|b| text(&b, "RequestToken").map(str::to_owned));
     let Some(token) = token else {
-        return Err(("ValidationException", "RequestToken is required".into()));
+        return Err((
+            "ValidationException",
+            "1 validation error detected: Value null at 'requestToken' failed to satisfy constraint: Member must not be null".into(),
+        ));
     };
-    let name = store
+    store
         .ops()
         .iter()
         .find(|op| op.uid == token && op.spec.get("aws").is_some())
-        .map(|op| op.name.clone());
-    name.and_then(|n| store.get_mut(&n)).ok_or_else(|| {
-        (
-            "RequestTokenNotFoundException",
-            format!("Request with token {token} was not found"),
-        )
-    })
+        .map(|op| op.name.clone())
+        .ok_or_else(|| {
+            (
+                "RequestTokenNotFoundException",
+                "A resource operation with the specified request token can't be found.".into(),
+            )
+        })
 }
 
-fn status(state: &SimState, body: &[u8]) -> Response {
-    let now = state.now_ms();
-    let mut store = state.store();
-    match find(&mut store, body) {
-        Ok(op) => {
-            op.record_get(now);
-            answer(event_json(op, now))
-        }
+async fn status(state: &SimState, body: &[u8]) -> Response {
+    let found = find(&state.store(), body);
+    match found {
+        Ok(name) => match faults::serve(state, &name, &name, &CloudControl).await {
+            Some(answer) => answer,
+            None => CloudControl.not_found(&name),
+        },
         Err((code, message)) => error(StatusCode::BAD_REQUEST, code, message),
     }
 }
@@ -241,8 +380,11 @@ fn status(state: &SimState, body: &[u8]) -> Response {
 fn cancel(state: &SimState, body: &[u8]) -> Response {
     let now = state.now_ms();
     let mut store = state.store();
-    let op = match find(&mut store, body) {
-        Ok(op) => op,
+    let op = match find(&store, body) {
+        Ok(name) => match store.get_mut(&name) {
+            Some(op) => op,
+            None => return CloudControl.not_found(&name),
+        },
         Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
     };
     if op.is_done(now) {
@@ -258,7 +400,7 @@ fn cancel(state: &SimState, body: &[u8]) -> Response {
     answer(event_json(op, now))
 }
 
-/// The request's `ProgressEvent` as of `now`.
+/// The request's `ProgressEvent` as of `now` (service-2.json `ProgressEvent`).
 fn event_json(op: &OpRecord, now: u64) -> Value {
     let aws = &op.spec["aws"];
     let mut out = Map::new();
@@ -266,18 +408,20 @@ fn event_json(op: &OpRecord, now: u64) -> Value {
     out.insert("Identifier".into(), aws["identifier"].clone());
     out.insert("RequestToken".into(), op.uid.clone().into());
     out.insert("Operation".into(), aws["operation"].clone());
-    out.insert("EventTime".into(), json!(op.created_at_ms as f64 / 1000.0));
     let elapsed = now.saturating_sub(op.created_at_ms);
-    let status = if !op.is_done(now) {
+    let pending_until = op
+        .created_at_ms
+        .saturating_add(op.script.duration_ms() / 10);
+    let (status, since) = if !op.is_done(now) {
         if op.cancels > 0 {
-            "CANCEL_IN_PROGRESS"
+            ("CANCEL_IN_PROGRESS", op.created_at_ms)
         } else if elapsed < op.script.duration_ms() / 10 {
-            "PENDING"
+            ("PENDING", op.created_at_ms)
         } else {
-            "IN_PROGRESS"
+            ("IN_PROGRESS", pending_until)
         }
     } else {
-        match op.outcome() {
+        let status = match op.outcome() {
             Outcome::Success => {
                 if aws["operation"] != "DELETE" {
                     let mut model = op.spec["desired"].as_object().cloned().unwrap_or_default();
@@ -301,7 +445,13 @@ fn event_json(op: &OpRecord, now: u64) -> Value {
                 "SUCCESS"
             }
             Outcome::Error => {
-                out.insert("ErrorCode".into(), error_code(op.script.error_code).into());
+                let code = op
+                    .script
+                    .error_reason
+                    .as_deref()
+                    .filter(|r| HANDLER_ERROR_CODES.contains(r))
+                    .unwrap_or_else(|| error_code(op.script.error_code));
+                out.insert("ErrorCode".into(), code.into());
                 out.insert(
                     "StatusMessage".into(),
                     op.script.error_message.clone().into(),
@@ -309,8 +459,10 @@ fn event_json(op: &OpRecord, now: u64) -> Value {
                 "FAILED"
             }
             Outcome::Cancelled => "CANCEL_COMPLETE",
-        }
+        };
+        (status, op.done_at_ms())
     };
+    out.insert("EventTime".into(), json!(since as f64 / 1000.0));
     out.insert("OperationStatus".into(), status.into());
     Value::Object(out)
 }
@@ -456,5 +608,228 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(answer.status(), 400);
+    }
+
+    /// A raw JSON 1.0 call.
+    async fn call(base: &str, action: &str, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{base}/"))
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header("X-Amz-Target", format!("CloudApiService.{action}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn create_body(simulate: serde_json::Value, token: &str) -> serde_json::Value {
+        json!({"TypeName": "AWS::Logs::LogGroup", "ClientToken": token,
+               "DesiredState": "{\"LogGroupName\":\"lg-1\"}", "simulate": simulate})
+    }
+
+    /// Throttling is answered as AWS JSON 1.0 services answer it: 400 ThrottlingException.
+    /// Not processed: nothing is created, and the operator resends after the wait.
+    #[tokio::test]
+    async fn a_throttled_start_is_a_400_throttling_exception_and_creates_nothing() {
+        let (base, state) = serve().await;
+        let simulate = json!({"durationSeconds": 30,
+            "startFaults": [{"kind": "status", "status": 429, "message": "Rate exceeded"}]});
+        let answer = call(
+            &base,
+            "CreateResource",
+            create_body(simulate.clone(), "t-1"),
+        )
+        .await;
+        assert_eq!(answer.status(), 400);
+        assert_eq!(
+            answer.headers()["x-amzn-errortype"],
+            "ThrottlingException:http://internal.amazon.com/coral/com.amazon.coral.availability/"
+        );
+        assert!(answer.headers().contains_key("x-amzn-requestid"));
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/x-amz-json-1.0"
+        );
+        assert_eq!(
+            answer.json::<serde_json::Value>().await.unwrap(),
+            json!({"__type": "com.amazon.coral.availability#ThrottlingException", "message": "Rate exceeded"})
+        );
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(
+            (stats["creates"].clone(), stats["rejectedCreates"].clone()),
+            (json!(0), json!(1))
+        );
+        // The operator's reading: deferred; the resend is processed.
+        let start: StartRequest = serde_json::from_value(json!({
+            "path": "/",
+            "body": {"TypeName": "AWS::Logs::LogGroup", "DesiredState": {"LogGroupName": "lg-2"},
+                     "simulate": {"startFaults": [{"kind": "status", "status": 429}]}},
+        }))
+        .unwrap();
+        let d = dialect(Protocol::AwsCloudControl);
+        let request = d.start_request(&start, "t-2");
+        let answer = upstream().send(&base, &request).await.unwrap();
+        assert!(matches!(
+            d.read_start(&request, &answer),
+            StartOutcome::Deferred(_)
+        ));
+        let answer = upstream().send(&base, &request).await.unwrap();
+        assert!(matches!(
+            d.read_start(&request, &answer),
+            StartOutcome::Started(_)
+        ));
+    }
+
+    /// A reset loses the answer of a start that was processed: the same ClientToken finds it.
+    #[tokio::test]
+    async fn a_lost_start_answer_is_found_again_by_its_client_token() {
+        let (base, state) = serve().await;
+        let start: StartRequest = serde_json::from_value(json!({
+            "path": "/",
+            "body": {"TypeName": "AWS::Logs::LogGroup", "DesiredState": {"LogGroupName": "lg-1"},
+                     "simulate": {"durationSeconds": 30, "startFaults": [{"kind": "reset"}]}},
+        }))
+        .unwrap();
+        let d = dialect(Protocol::AwsCloudControl);
+        let request = d.start_request(&start, "t-1");
+        assert!(upstream().send(&base, &request).await.is_err());
+        let answer = upstream().send(&base, &request).await.unwrap();
+        assert!(matches!(
+            d.read_start(&request, &answer),
+            StartOutcome::Started(_)
+        ));
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(
+            (stats["creates"].clone(), stats["duplicateCreates"].clone()),
+            (json!(1), json!(1))
+        );
+    }
+
+    /// A FAILED ProgressEvent: a `HandlerErrorCode` and the scripted `StatusMessage`.
+    #[tokio::test]
+    async fn a_failure_has_a_handler_error_code_and_status_message() {
+        let (base, _state) = serve().await;
+        for (simulate, code, canonical) in [
+            (
+                json!({"durationSeconds": 0, "outcome": "error", "errorCode": 6,
+                    "errorMessage": "Resource of type 'AWS::Logs::LogGroup' with identifier 'lg-1' already exists."}),
+                "AlreadyExists",
+                "ALREADY_EXISTS",
+            ),
+            (
+                json!({"durationSeconds": 0, "outcome": "error", "errorReason": "NotStabilized",
+                    "errorMessage": "Resource of type 'AWS::Logs::LogGroup' with identifier 'lg-1' did not stabilize."}),
+                "NotStabilized",
+                "",
+            ),
+        ] {
+            let token = format!("t-{code}");
+            let created: serde_json::Value = call(
+                &base,
+                "CreateResource",
+                create_body(simulate.clone(), &token),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            let event = &created["ProgressEvent"];
+            assert_eq!(event["OperationStatus"], "FAILED");
+            assert_eq!(event["ErrorCode"], code);
+            assert_eq!(event["StatusMessage"], simulate["errorMessage"]);
+            assert!(event["EventTime"].is_f64());
+            let handle = OperationHandle {
+                id: event["RequestToken"].as_str().map(str::to_owned),
+                ..Default::default()
+            };
+            let observed = observe(&base, &handle).await;
+            assert_eq!(observed.state, UpstreamState::Failed);
+            let error = observed.error.unwrap();
+            assert_eq!(error.provider_code.as_deref(), Some(code));
+            assert_eq!(
+                Some(error.message.as_str()),
+                simulate["errorMessage"].as_str()
+            );
+            if !canonical.is_empty() {
+                assert_eq!(error.code, canonical);
+            }
+        }
+    }
+
+    /// GET faults on GetResourceRequestStatus, in JSON 1.0 errors: throttling is not "not found",
+    /// a missing request is.
+    #[tokio::test]
+    async fn status_faults_are_json_1_0_errors() {
+        let (base, _state) = serve().await;
+        let simulate = json!({"durationSeconds": 30, "faults": [
+            {"kind": "status", "status": 429}, {"kind": "status", "status": 503},
+            {"kind": "notFound"}, {"kind": "status", "status": 500}]});
+        let created: serde_json::Value =
+            call(&base, "CreateResource", create_body(simulate, "t-1"))
+                .await
+                .json()
+                .await
+                .unwrap();
+        let token = created["ProgressEvent"]["RequestToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let handle = OperationHandle {
+            id: Some(token.clone()),
+            ..Default::default()
+        };
+        let throttled = call(
+            &base,
+            "GetResourceRequestStatus",
+            json!({"RequestToken": token}),
+        )
+        .await;
+        assert_eq!(throttled.status(), 400);
+        assert_eq!(
+            throttled.json::<serde_json::Value>().await.unwrap()["__type"],
+            "com.amazon.coral.availability#ThrottlingException"
+        );
+        let unavailable = call(
+            &base,
+            "GetResourceRequestStatus",
+            json!({"RequestToken": token}),
+        )
+        .await;
+        assert_eq!(unavailable.status(), 503);
+        assert_eq!(
+            unavailable.json::<serde_json::Value>().await.unwrap()["__type"],
+            "com.amazon.coral.service#ServiceUnavailable"
+        );
+        assert!(matches!(
+            poll(&base, &handle).await,
+            PollOutcome::Failed {
+                not_found: true,
+                ..
+            }
+        ));
+        let internal = call(
+            &base,
+            "GetResourceRequestStatus",
+            json!({"RequestToken": token}),
+        )
+        .await;
+        assert_eq!(internal.status(), 500);
+        assert_eq!(
+            internal.json::<serde_json::Value>().await.unwrap()["__type"],
+            "com.amazon.coral.service#InternalFailure"
+        );
+        assert_eq!(observe(&base, &handle).await.state, UpstreamState::Pending);
+        let unknown = call(
+            &base,
+            "GetResourceRequestStatus",
+            json!({"RequestToken": "nope"}),
+        )
+        .await;
+        assert_eq!(unknown.status(), 400);
+        assert_eq!(
+            unknown.json::<serde_json::Value>().await.unwrap(),
+            json!({"__type": "com.amazonaws.cloudcontrol#RequestTokenNotFoundException",
+                   "Message": "A resource operation with the specified request token can't be found."})
+        );
     }
 }

@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 
 use super::fault_plan::start_fault;
 use super::faults::{self, lose, misanswer, refuses};
-use super::render::{check_query, progress_percentage, rfc3339, status_name};
+use super::render::{progress_percentage, rfc3339, status_name, unknown_query_parameter};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
 use super::surface::Surface;
@@ -176,7 +176,7 @@ fn internal_name(store: &mut Store, api: Api, name: &str) -> Option<String> {
 
 async fn get(state: &SimState, api: Api, name: &str) -> Response {
     let internal = internal_name(&mut state.store(), api, name);
-    match faults::serve(state, &internal.unwrap_or_default(), &ComputeSurface).await {
+    match faults::serve(state, &internal.unwrap_or_default(), name, &ComputeSurface).await {
         Some(answer) => answer,
         None => not_found(name),
     }
@@ -214,7 +214,7 @@ async fn create(
     body: &[u8],
     delete: bool,
 ) -> Response {
-    if let Err(refusal) = check_query(query, api.declared(delete)) {
+    if let Some(refusal) = unknown_query_parameter(query, api.declared(delete)) {
         state.store().rejected_creates += 1;
         return refusal;
     }

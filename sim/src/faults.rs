@@ -55,9 +55,15 @@ static PADDING: [u8; CHUNK] = [b'a'; CHUNK];
 const HUGE_HEAD: &[u8] = b"{\"padding\":\"";
 const HUGE_TAIL: &[u8] = b"\"}";
 
-/// A poll of the operation `name` (the simulator's internal name) on `surface`: its scripted
-/// fault, or the normal answer. `None`: no such operation (the caller answers not found its way).
-pub async fn serve(state: &SimState, name: &str, surface: &dyn Surface) -> Option<Response> {
+/// A poll of the operation `name` (the simulator's internal name; `shown`: as the client named
+/// it) on `surface`: its scripted fault, or the normal answer. `None`: no such operation (the
+/// caller answers not found its way).
+pub async fn serve(
+    state: &SimState,
+    name: &str,
+    shown: &str,
+    surface: &dyn Surface,
+) -> Option<Response> {
     let now = state.now_ms();
     let fault = {
         let mut store = state.store();
@@ -80,10 +86,10 @@ pub async fn serve(state: &SimState, name: &str, surface: &dyn Surface) -> Optio
             let mut store = state.store();
             match store.get_mut(name) {
                 Some(op) => surface.operation(op, now),
-                None => surface.not_found(name),
+                None => surface.not_found(shown),
             }
         }
-        Fault::NotFound { .. } => surface.not_found(name),
+        Fault::NotFound { .. } => surface.not_found(shown),
         other => misanswer(&other, surface, now),
     })
 }
@@ -108,11 +114,12 @@ pub fn misanswer(fault: &Fault, surface: &dyn Surface, now_ms: u64) -> Response 
                 .unwrap_or_else(|| format!("simulated fault: HTTP {status}"));
             let mut response = surface.error(http, &message);
             let headers = response.headers_mut();
+            // The fault's hint replaces any the surface put on its error answer.
             if let Some(value) = retry_after
                 .as_deref()
                 .and_then(|v| HeaderValue::from_str(v).ok())
             {
-                headers.append(header::RETRY_AFTER, value);
+                headers.insert(header::RETRY_AFTER, value);
             }
             if *retry_after_date {
                 let date = http_date_after(now_ms, *retry_after_seconds);

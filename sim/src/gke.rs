@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::fault_plan::start_fault;
 use super::faults::{self, lose, misanswer, refuses};
-use super::render::{check_query, error_response, rfc3339, rpc_status};
+use super::render::{error_response, rfc3339, rpc_status, unknown_query_parameter};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState};
 use super::surface::Surface;
@@ -77,7 +77,7 @@ pub async fn dispatch(
     match (method, operation) {
         (Method::GET, Some(op)) if !op.contains('/') && !op.contains(':') => {
             let internal = internal_name(&state, op);
-            match faults::serve(&state, &internal, &GkeSurface).await {
+            match faults::serve(&state, &internal, op, &GkeSurface).await {
                 Some(answer) => answer,
                 None => not_found(op),
             }
@@ -149,7 +149,7 @@ async fn create(
     body: &[u8],
     operation_type: &str,
 ) -> Response {
-    if let Err(refusal) = check_query(query, &[]) {
+    if let Some(refusal) = unknown_query_parameter(query, &[]) {
         state.store().rejected_creates += 1;
         return refusal;
     }

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::fault_plan::start_fault;
 use super::faults::{self, lose, misanswer, refuses};
 use super::render::{
-    GoogleSurface, check_query, error_response, not_found, operation_json, rfc3339, shown_name,
+    GoogleSurface, error_response, not_found, operation_json, rfc3339, shown_name,
+    unknown_query_parameter,
 };
 use super::script::{Outcome, Script, json_object};
 use super::state::SimState;
@@ -35,7 +36,7 @@ pub async fn dispatch(
                 .get_mut(rest)
                 .map(|op| op.name.clone())
                 .unwrap_or_default();
-            match faults::serve(&state, &name, &GoogleSurface).await {
+            match faults::serve(&state, &name, rest, &GoogleSurface).await {
                 Some(answer) => answer,
                 None => not_found(rest),
             }
@@ -107,7 +108,7 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
         declared.extend(["requestId", "validateOnly"]);
         declared.extend(id_params.iter().map(String::as_str));
     }
-    if let Err(refusal) = check_query(query, &declared) {
+    if let Some(refusal) = unknown_query_parameter(query, &declared) {
         state.store().rejected_creates += 1;
         return refusal;
     }

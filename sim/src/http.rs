@@ -10,6 +10,12 @@
 //!   the first tenth of its duration, then `running` with `percent` (when the script has
 //!   progress), then `done` with `output`, or `error` with `error.message` (or `cancelled`, when
 //!   the admin API forces it).
+//! - Errors are `{"error": {"message"}}` with the HTTP status; an unknown job is `404`.
+//! - The job GETs are served with the script's GET faults (`simulate.faults`) and the starts
+//!   with its `startFaults` (the n-th identical start), in this API's wire format (see
+//!   [`crate::faults`]): a start that is refused (an error status) creates nothing; a start
+//!   whose answer is lost (reset, not JSON, …) has created its job, which the same
+//!   `Idempotency-Key` finds again.
 
 use std::time::Duration;
 
@@ -20,12 +26,35 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::fault_plan::start_fault;
+use super::faults::{self, lose, misanswer, refuses};
 use super::render::progress_percentage;
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
+use super::surface::Surface;
 
 /// The idempotency key header.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The generic job API, for faults: GETs of the job `id` (which its 404 names).
+struct Jobs<'a> {
+    id: &'a str,
+}
+
+impl Surface for Jobs<'_> {
+    fn operation(&self, op: &OpRecord, now_ms: u64) -> Response {
+        Json(job_json(op, now_ms)).into_response()
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        error(status, message)
+    }
+
+    /// (`faults::serve` names the operation by its internal name: the job's own id is used.)
+    fn not_found(&self, _id: &str) -> Response {
+        error(StatusCode::NOT_FOUND, format!("job {} not found", self.id))
+    }
+}
 
 /// Dispatches every `/generic/...` request.
 pub async fn dispatch(
@@ -42,9 +71,11 @@ pub async fn dispatch(
         .trim_end_matches('/');
     match (method, rest.rsplit_once('/')) {
         (Method::GET, Some((collection, id))) if !collection.is_empty() => {
-            get(&state, collection, id)
+            get(&state, collection, id).await
         }
-        (Method::POST, _) if !rest.is_empty() => create(&state, rest, &headers, &body).await,
+        (Method::POST, _) if !rest.is_empty() => {
+            create(&state, rest, uri.query(), &headers, &body).await
+        }
         (method, _) => error(
             StatusCode::NOT_FOUND,
             format!("no method {method} {}", uri.path()),
@@ -52,31 +83,34 @@ pub async fn dispatch(
     }
 }
 
-/// The job `id` of `collection`.
-fn find<'a>(store: &'a mut Store, collection: &str, id: &str) -> Option<&'a mut OpRecord> {
+/// The internal name of the job `id` of `collection`.
+fn find(store: &Store, collection: &str, id: &str) -> Option<String> {
     let resource = format!("{collection}/{id}");
-    let internal = store
+    store
         .ops()
         .iter()
-        .find(|op| op.resource == resource && op.spec.get("generic").is_some())?
-        .name
-        .clone();
-    store.get_mut(&internal)
+        .find(|op| op.resource == resource && op.spec.get("generic").is_some())
+        .map(|op| op.name.clone())
 }
 
-fn get(state: &SimState, collection: &str, id: &str) -> Response {
-    let now = state.now_ms();
-    let mut store = state.store();
-    match find(&mut store, collection, id) {
-        Some(op) => {
-            op.record_get(now);
-            Json(job_json(op, now)).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
+async fn get(state: &SimState, collection: &str, id: &str) -> Response {
+    let surface = Jobs { id };
+    let Some(name) = find(&state.store(), collection, id) else {
+        return surface.not_found(id);
+    };
+    match faults::serve(state, &name, id, &surface).await {
+        Some(answer) => answer,
+        None => surface.not_found(id),
     }
 }
 
-async fn create(state: &SimState, collection: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn create(
+    state: &SimState,
+    collection: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let (input, script, _) = match split_create_body(body, &[]) {
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
@@ -87,12 +121,23 @@ async fn create(state: &SimState, collection: &str, headers: &HeaderMap, body: &
         .filter(|k| !k.is_empty())
         .map(str::to_owned);
     let now = state.now_ms();
-    let name = {
+    let (name, fault) = {
         let mut store = state.store();
         if let Some(op) = key.as_deref().and_then(|k| store.by_request_id_mut(k)) {
             let answer = accepted(op, now);
             store.duplicate_creates += 1;
             return answer;
+        }
+        let attempt = store.start_attempt(&format!(
+            "{collection}?{}\n{}",
+            query.unwrap_or_default(),
+            String::from_utf8_lossy(body)
+        ));
+        let fault = start_fault(&script.start_faults, attempt);
+        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
+            store.rejected_creates += 1;
+            drop(store);
+            return misanswer(fault, &Jobs { id: "" }, now);
         }
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
@@ -108,16 +153,20 @@ async fn create(state: &SimState, collection: &str, headers: &HeaderMap, body: &
             key,
             now,
         );
-        op.name.clone()
+        (op.name.clone(), fault)
     };
     // The job exists before the answer is sent (a client may die while waiting).
     if script.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
     }
     let now = state.now_ms();
-    match state.store().get_mut(&name) {
+    let normal = match state.store().get_mut(&name) {
         Some(op) => accepted(op, now),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "job vanished (reset)"),
+        None => return error(StatusCode::INTERNAL_SERVER_ERROR, "job vanished (reset)"),
+    };
+    match fault {
+        Some(fault) => lose(&fault, normal, &Jobs { id: "" }, now).await,
+        None => normal,
     }
 }
 
@@ -297,6 +346,96 @@ mod tests {
         assert_eq!(
             (stats["creates"].clone(), stats["duplicateCreates"].clone()),
             (json!(2), json!(1))
+        );
+    }
+
+    /// The raw answer: status, `Retry-After`, and the body (`Err` when the connection was reset).
+    async fn raw(
+        state: &SimState,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> (u16, Option<String>, Result<Bytes, String>) {
+        let mut headers = HeaderMap::new();
+        if let Some(key) = key {
+            headers.insert("idempotency-key", key.parse().unwrap());
+        }
+        let uri: Uri = path.parse().unwrap();
+        let body = Bytes::from(body.to_string());
+        let response = dispatch(
+            State(state.clone()),
+            method.parse().unwrap(),
+            uri,
+            headers,
+            body,
+        )
+        .await;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .map_err(|e| e.to_string());
+        (status, retry_after, bytes)
+    }
+
+    #[tokio::test]
+    async fn job_gets_meet_their_faults_in_the_apis_envelope() {
+        let state = SimState::default();
+        let script = json!({"simulate": {"durationSeconds": 30, "faults": [
+            {"kind": "status", "status": 429, "retryAfter": "3", "message": "rate limit exceeded"},
+            {"kind": "notFound"}, {"kind": "reset"}]}});
+        let (_, location, _) = call(&state, "POST", "/generic/jobs", None, script).await;
+        let location = location.unwrap();
+        let (status, retry_after, body) = raw(&state, "GET", &location, None, Value::Null).await;
+        assert_eq!((status, retry_after.as_deref()), (429, Some("3")));
+        let body: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(body, json!({"error": {"message": "rate limit exceeded"}}));
+        let (status, _, body) = raw(&state, "GET", &location, None, Value::Null).await;
+        assert_eq!(status, 404);
+        let body: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(body, json!({"error": {"message": "job job-1 not found"}}));
+        let (_, _, body) = raw(&state, "GET", &location, None, Value::Null).await;
+        assert!(body.is_err(), "the connection is reset");
+        let (status, _, body) = call(&state, "GET", &location, None, Value::Null).await;
+        assert_eq!((status, body["status"].clone()), (200, json!("queued")));
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(stats["operations"]["operations/op-1"]["gets"], 4);
+    }
+
+    #[tokio::test]
+    async fn start_faults_refuse_or_lose_the_answer() {
+        let state = SimState::default();
+        // A 503 is not processed: nothing is created, the same start again is.
+        let refused = json!({"simulate": {"startFaults": [{"kind": "status", "status": 503}]}});
+        let (status, _, _) = raw(&state, "POST", "/generic/jobs", None, refused.clone()).await;
+        assert_eq!(status, 503);
+        assert_eq!(state.store().stats_json(state.now_ms())["creates"], 0);
+        let (status, location, _) = call(&state, "POST", "/generic/jobs", None, refused).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (202, Some("/generic/jobs/job-1"))
+        );
+        // A reset loses the answer of a job that was created: its key finds it again.
+        let lost = json!({"simulate": {"startFaults": [{"kind": "reset"}]}});
+        let (_, _, body) = raw(&state, "POST", "/generic/jobs", Some("k-1"), lost.clone()).await;
+        assert!(body.is_err());
+        let (status, location, _) = call(&state, "POST", "/generic/jobs", Some("k-1"), lost).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (202, Some("/generic/jobs/job-2"))
+        );
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(
+            (
+                stats["creates"].clone(),
+                stats["duplicateCreates"].clone(),
+                stats["rejectedCreates"].clone()
+            ),
+            (json!(2), json!(1), json!(1))
         );
     }
 }

@@ -45,10 +45,10 @@ pub const SYSTEM_PARAMETERS: &[&str] = &[
     "uploadType",
 ];
 
-/// Refuses a query parameter that is neither a system parameter nor one of `declared`, as
-/// Google's front ends do (`400 INVALID_ARGUMENT`, "Cannot bind query parameter", with a
-/// `BadRequest` detail).
-pub fn check_query(query: &str, declared: &[&str]) -> Result<(), Response> {
+/// The refusal of a query parameter that is neither a system parameter nor one of `declared`,
+/// as Google's front ends answer it (`400 INVALID_ARGUMENT`, "Cannot bind query parameter",
+/// with a `BadRequest` detail); `None` when every parameter is known.
+pub fn unknown_query_parameter(query: &str, declared: &[&str]) -> Option<Response> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let name = pair.split_once('=').map_or(pair, |(k, _)| k);
         if SYSTEM_PARAMETERS.contains(&name) || declared.contains(&name) {
@@ -66,9 +66,9 @@ pub fn check_query(query: &str, declared: &[&str]) -> Result<(), Response> {
                 "fieldViolations": [{"description": message}]
             }]
         }});
-        return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        return Some((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
-    Ok(())
+    None
 }
 
 /// A failure as `google.rpc.Status`: `code`, `message` and details — an `ErrorInfo` (the

@@ -105,6 +105,9 @@ impl TestEnv {
             "spec": {
                 "baseURL": format!("{}/v1", env.sim_url),
                 "protocol": "google",
+                // The simulator's generic collections follow AIP-155: their create methods
+                // declare `requestId`, so starts are idempotent.
+                "google": {"requestIdParameter": "requestId"},
                 // The simulator listens on loopback.
                 "allowPrivateNetworks": true,
                 "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
