@@ -443,6 +443,46 @@ async fn error_causes_are_kept_with_their_details() {
 }
 
 #[tokio::test]
+async fn an_arm_deployment_failure_names_its_innermost_cause() {
+    let env = TestEnv::new("arm-cause").await;
+    provider(&env, "arm", "azure", "/azure", json!({})).await;
+    operation(
+        &env,
+        "storage",
+        "arm",
+        json!({"start": {"method": "PUT",
+            "path": "subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/demo/providers/Microsoft.Storage/storageAccounts/taken",
+            "query": {"api-version": "2023-05-01"},
+            "body": {"location": "westeurope", "simulate": {"durationSeconds": 1, "outcome": "error",
+                     "errorReason": "StorageAccountAlreadyTaken",
+                     "errorMessage": "The storage account named taken is already taken."}}}}),
+    )
+    .await;
+    let op = env.wait_phase("storage", Phase::Failed, WAIT).await;
+    let error = status_of(&op).error.clone().unwrap_or_default();
+    // DeploymentFailed only wraps: the message and code are those of the cause inside it.
+    assert_eq!(
+        error.message,
+        "The storage account named taken is already taken."
+    );
+    assert_eq!(
+        error.provider_code.as_deref(),
+        Some("StorageAccountAlreadyTaken")
+    );
+    let reasons: Vec<&str> = error
+        .details
+        .iter()
+        .filter_map(|d| d.reason.as_deref())
+        .collect();
+    assert!(
+        reasons.contains(&"StorageAccountAlreadyTaken"),
+        "{error:#?}"
+    );
+    let message = status_of(&op).message.clone().unwrap_or_default();
+    assert!(message.contains("already taken"), "{message}");
+}
+
+#[tokio::test]
 async fn the_timeout_holds_while_the_provider_cannot_be_used_and_by_default() {
     let mut env = TestEnv::new("timeouts").await;
     // The provider goes away while the operation runs: it waits for it, but not past its own
