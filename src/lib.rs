@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cel;
+pub mod config;
 pub mod controller;
 pub mod protocol;
 pub mod reconcile;

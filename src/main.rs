@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(Box<lro_operator::controller::RunArgs>),
+    Run(Box<lro_operator::config::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd,
     /// Print the version.
@@ -58,8 +58,9 @@ fn main() -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => {
-                lro_operator::telemetry::init_logging(args.log_json);
-                lro_operator::controller::run(*args).await?;
+                let config = lro_operator::config::Config::from_args(*args);
+                lro_operator::telemetry::init_logging(config.log_json);
+                lro_operator::controller::run(config).await?;
             }
             Command::Crd | Command::Version => {}
         }

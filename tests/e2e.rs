@@ -308,7 +308,9 @@ async fn timeout_fails_the_operation() {
         pretty(status)
     );
     assert_conditions(&op, "False", "False", "True");
-    let writes = env.status_writes("slow");
+    let writes = env
+        .status_writes_through("slow", |s| s.phase == Some(Phase::Failed))
+        .await;
     let failed = writes
         .iter()
         .find(|w| w.status.phase == Some(Phase::Failed));

@@ -1,7 +1,7 @@
 //! Compute Engine under `/compute/v1` and Deployment Manager under `/deploymentmanager/v2`:
 //! their `compute#operation` / `deploymentmanager#operation` resources as the discovery
 //! documents describe them (`compute/v1/compute-api.json`,
-//! `deploymentmanager/v2/deploymentmanager-api.json`, schema `Operation`; seed 001).
+//! `deploymentmanager/v2/deploymentmanager-api.json`, schema `Operation`; Deployment Manager's guide "Managing long-running operations").
 //!
 //! * Compute: `POST /compute/v1/projects/{p}/zones/{z}/{collection}` (or `regions/{r}`,
 //!   `global`) inserts a resource; `DELETE …/{collection}/{name}` deletes one;
@@ -355,7 +355,7 @@ fn api_of(op: &OpRecord) -> Api {
     }
 }
 
-/// The operation's name as the API shows it: `operation-{ms}-{hex}-{hex}-{hex}`, as in seed 001.
+/// The operation's name as the API shows it: `operation-{ms}-{hex}-{hex}-{hex}`, as in Deployment Manager's guide.
 fn operation_name(op: &OpRecord) -> String {
     let parts: Vec<&str> = op.uid.split('-').collect();
     format!(
@@ -546,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn operation_names_look_like_the_seeds() {
+    fn operation_names_look_like_the_real_ones() {
         let mut store = Store::default();
         let op = store.insert(
             |_| "projects/p/global/deployments/d".into(),

@@ -1,7 +1,6 @@
 //! The Redpanda Cloud control-plane surface under `/redpanda/v1`, as the control-plane OpenAPI
-//! document describes it (`redpanda-data/api-docs` `cloud-controlplane/cloud-controlplane.yaml`,
-//! copy in `shared/reference/redpanda-cloud-controlplane.yaml`) and the Redpanda Cloud
-//! "Long-running operations" page (seed 000) shows it.
+//! document describes it (`redpanda-data/api-docs` `cloud-controlplane/cloud-controlplane.yaml`)
+//! and the Redpanda Cloud "Long-running operations" page shows it.
 //!
 //! * `POST v1/clusters`, `v1/networks`, `v1/serverless/clusters` (bodies `{"cluster": {…}}`,
 //!   `{"network": {…}}`, `{"serverless_cluster": {…}}`, as `CreateClusterRequest` & co.),
@@ -1318,7 +1317,7 @@ mod wire {
         let found = loop {
             let request = next.take().expect("a look-up request");
             let answer = upstream().send(&sim.base, &request).await.unwrap();
-            match d.read_recovery(&start, sent_at, candidate.as_deref(), &answer) {
+            match d.read_recovery(&start, sent_at, candidate.as_deref(), &request, &answer) {
                 Recovery::Found(started) => break started,
                 Recovery::Next(request, found) => {
                     next = Some(request);

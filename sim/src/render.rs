@@ -1,5 +1,5 @@
 //! JSON rendering of Google APIs: `google.longrunning.Operation` (AIP-151), Service
-//! Management's rollout operations (seed 002), `google.rpc.Status` with its details
+//! Management's rollout operations (Service Infrastructure's guide "Polling Long Running Operations"), `google.rpc.Status` with its details
 //! (`google/rpc/error_details.proto`), the AIP-193 error envelope, and the front ends' refusal
 //! of a query parameter the method does not declare.
 
@@ -145,7 +145,7 @@ pub fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
     out.insert("name".into(), shown_name(op).into());
     out.insert("metadata".into(), metadata_json(op, now_ms, done));
     if let Some((service, rollout)) = rollout_of(op) {
-        // Seed 002 shows the Rollout as `response` already while the operation runs.
+        // That guide shows the Rollout as `response` already while the operation runs.
         let create_time = rfc3339(op.created_at_ms);
         out.insert(
             "response".into(),

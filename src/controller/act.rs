@@ -1,283 +1,180 @@
-//! Acting on a decision: the upstream requests, turned back into [`Event`]s for `decide`.
+//! Acting on a step's plan: write the status if the plan says so, record its Events, perform its
+//! one effect (a finalizer patch, the outputs, an upstream request under the provider's rate
+//! limit and the Lease), and report what came of it. No rule is decided here.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use crate::api::{LongRunningOperationStatus, ProviderSpec, StartRequest};
-use crate::protocol::{
-    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
-    UpstreamState,
-};
-use crate::reconcile::{Event, Memory, PollFailure};
-use crate::telemetry::metrics::{RequestKind, RequestOutcome, UpstreamMeter};
-use crate::upstream::{Upstream, UpstreamError};
+use kube::{Api, ResourceExt};
+use tracing::debug;
 
-/// Sends the start request.
-pub async fn start(
-    upstream: &Upstream,
-    meter: &UpstreamMeter<'_>,
-    provider: &ProviderSpec,
-    dialect: &dyn Dialect,
-    start: &StartRequest,
-    request_id: &str,
-    memory: &mut Memory,
-) -> Event {
-    let request = dialect.start_request(start, request_id);
-    let sent = send(upstream, meter, RequestKind::Start, provider, &request).await;
-    let now = jiff::Timestamp::now();
-    let (answer, sent) = match sent {
-        Ok(answer) => answer,
-        Err(e) => {
-            memory.record_failure(now, e.to_string(), None, false);
-            return Event::StartLost(e.to_string());
-        }
-    };
-    let outcome = dialect.read_start(&request, &answer);
-    sent.record(!matches!(outcome, StartOutcome::Lost(_)));
-    match outcome {
-        StartOutcome::Started(started) => {
-            memory.record_success(now, None);
-            Event::Started(*started)
-        }
-        StartOutcome::Rejected(error) => {
-            memory.record_success(now, None);
-            Event::StartRejected(error)
-        }
-        StartOutcome::Deferred(why) => {
-            memory.record_failure(now, why.clone(), hint(dialect, &answer), false);
-            Event::StartDeferred(why)
-        }
-        StartOutcome::Lost(why) => {
-            memory.record_failure(now, why.clone(), hint(dialect, &answer), false);
-            Event::StartLost(why)
-        }
-    }
+use super::observe::ProviderRuntime;
+use super::requests::{self, Upstreaming};
+use super::{Context, ReconcileError, finalizer, outputs, status};
+use crate::api::{LongRunningOperation, LongRunningOperationStatus};
+use crate::reconcile::step::{Effect, Finalizer, Outcome, Plan, Request};
+use crate::reconcile::{Event, Notice, template};
+use crate::upstream::rate_limit::Turn;
+
+/// What acting needs besides the plan.
+pub struct Acting<'a> {
+    /// The shared state.
+    pub ctx: &'a Context,
+    /// The operation.
+    pub op: &'a LongRunningOperation,
+    /// Its API.
+    pub api: &'a Api<LongRunningOperation>,
+    /// Its provider, when it can be used.
+    pub provider: Option<&'a ProviderRuntime>,
+    /// When its next poll was due (for the poll-lateness metric), taken by the poll.
+    pub poll_due: Option<jiff::Timestamp>,
+    /// The status the apiserver holds, as far as this process knows.
+    pub written: LongRunningOperationStatus,
+    /// Events waiting for their status to be written.
+    pub notices: Vec<Notice>,
 }
 
-/// The most requests one look-up for a lost start's operation sends (pages, then operations).
-const MAX_RECOVERY_STEPS: usize = 5;
-
-/// Looks upstream for the operation a start whose answer was lost may have begun.
-pub async fn recover(
-    upstream: &Upstream,
-    meter: &UpstreamMeter<'_>,
-    provider: &ProviderSpec,
-    dialect: &dyn Dialect,
-    start: &StartRequest,
-    sent_at: jiff::Timestamp,
-    memory: &mut Memory,
-) -> Event {
-    let Some(mut request) = dialect.recovery_request(start, sent_at) else {
-        return Event::NotRecovered("there is nothing to look it up by".into());
-    };
-    let mut candidate: Option<Box<protocol::Started>> = None;
-    for _ in 0..MAX_RECOVERY_STEPS {
-        let (answer, sent) =
-            match send(upstream, meter, RequestKind::Poll, provider, &request).await {
-                Ok(answered) => answered,
-                Err(e) => {
-                    memory.record_failure(jiff::Timestamp::now(), e.to_string(), None, false);
-                    return Event::RecoveryFailed(e.to_string());
+impl Acting<'_> {
+    /// Performs `plan`; `None` when the reconcile is over.
+    pub async fn perform(&mut self, plan: &Plan) -> Result<Option<Outcome>, ReconcileError> {
+        self.notices.extend(plan.notices.iter().cloned());
+        if plan.write_first || matches!(plan.effect, Effect::Done { .. }) {
+            self.flush(&plan.status).await?;
+        }
+        Ok(match &plan.effect {
+            Effect::Done { .. } => None,
+            Effect::Finalizer(change) => {
+                let done = match change {
+                    Finalizer::Add => finalizer::add(self.api, self.op).await,
+                    Finalizer::Remove => finalizer::remove(self.api, self.op).await,
+                };
+                done.map_err(ReconcileError::Finalizer)?;
+                Some(Outcome::FinalizerChanged)
+            }
+            Effect::PublishOutputs(rendered) => {
+                let (written, error) =
+                    match outputs::write(&self.ctx.client, self.op, rendered).await {
+                        Ok(written) => (written, None),
+                        Err(e) => (Vec::new(), Some(format!("cannot write: {e}"))),
+                    };
+                if let Some(e) = &error {
+                    tracing::warn!(error = %e, "outputs not written");
                 }
-            };
-        let outcome = dialect.read_recovery(start, sent_at, candidate.as_deref(), &answer);
-        sent.record(!matches!(outcome, Recovery::Failed(_)));
-        match outcome {
-            Recovery::Found(started) => {
-                memory.record_success(jiff::Timestamp::now(), None);
-                return Event::Recovered(*started);
+                Some(Outcome::OutputsWritten {
+                    rendered: rendered.clone(),
+                    written,
+                    error,
+                })
             }
-            Recovery::NotFound(why) => {
-                memory.record_success(jiff::Timestamp::now(), None);
-                return Event::NotRecovered(why);
-            }
-            Recovery::Failed(why) => {
-                memory.record_failure(
-                    jiff::Timestamp::now(),
-                    why.clone(),
-                    hint(dialect, &answer),
-                    false,
-                );
-                return Event::RecoveryFailed(why);
-            }
-            Recovery::Next(next, found) => {
-                request = next;
-                candidate = found;
-            }
-        }
+            Effect::Send { request, turn } => Some(self.send(plan, request, *turn).await),
+        })
     }
-    Event::NotRecovered(format!(
-        "the look-up did not settle within {MAX_RECOVERY_STEPS} requests"
-    ))
-}
 
-/// Polls the operation.
-pub async fn poll(
-    upstream: &Upstream,
-    meter: &UpstreamMeter<'_>,
-    provider: &ProviderSpec,
-    dialect: &dyn Dialect,
-    status: &LongRunningOperationStatus,
-    memory: &mut Memory,
-) -> Event {
-    let handle = status.operation.clone().unwrap_or_default();
-    let request = match dialect.poll_request(&handle) {
-        Ok(r) => r,
-        Err(e) => return failed(memory, e.to_string(), None, false),
-    };
-    let (answer, sent) = match send(upstream, meter, RequestKind::Poll, provider, &request).await {
-        Ok(answer) => answer,
-        Err(e) => return failed(memory, e.to_string(), None, false),
-    };
-    let mut outcome = dialect.read_poll(&handle, &answer);
-    sent.record(matches!(outcome, PollOutcome::Observed(_)));
-    let mut answer = answer;
-    // A succeeded operation whose result lives elsewhere: read it before reporting success.
-    if let PollOutcome::Observed(observation) = &outcome
-        && observation.state == UpstreamState::Succeeded
-        && let Some(request) = dialect.result_request(&handle)
-    {
-        let observation = observation.clone();
-        let (result, sent) =
-            match send(upstream, meter, RequestKind::Poll, provider, &request).await {
-                Ok(answered) => answered,
-                Err(e) => return failed(memory, e.to_string(), None, false),
-            };
-        outcome = dialect.read_result(observation, &result);
-        sent.record(matches!(outcome, PollOutcome::Observed(_)));
-        answer = result;
-    }
-    match outcome {
-        PollOutcome::Observed(observation) => {
-            memory.record_success(jiff::Timestamp::now(), hint(dialect, &answer));
-            Event::Polled(observation)
-        }
-        PollOutcome::Failed { message, not_found } => {
-            failed(memory, message, hint(dialect, &answer), not_found)
-        }
-    }
-}
-
-/// Sends the cancel request.
-pub async fn cancel(
-    upstream: &Upstream,
-    meter: &UpstreamMeter<'_>,
-    provider: &ProviderSpec,
-    dialect: &dyn Dialect,
-    status: &LongRunningOperationStatus,
-    memory: &mut Memory,
-) -> Event {
-    let handle = status.operation.clone().unwrap_or_default();
-    let Some(request) = dialect.cancel_request(&handle) else {
-        memory.cancel_refused = true;
-        return Event::CancelRefused("this protocol has no cancel request".into());
-    };
-    let (outcome, retry_after) =
-        match send(upstream, meter, RequestKind::Cancel, provider, &request).await {
-            Ok((answer, sent)) => {
-                sent.record(true);
-                (dialect.read_cancel(&answer), hint(dialect, &answer))
+    /// Writes `status` if it is not what was last written, then the Events waiting for it.
+    pub async fn flush(
+        &mut self,
+        current: &LongRunningOperationStatus,
+    ) -> Result<(), ReconcileError> {
+        if *current != self.written {
+            status::write(self.api, &self.op.name_any(), current)
+                .await
+                .map_err(ReconcileError::Status)?;
+            self.ctx.metrics.status_written();
+            self.written = current.clone();
+            if let Some(handle) = super::reconcile::handle_of(Some(current)) {
+                tracing::Span::current().record("operation", handle);
             }
-            Err(e) => (CancelOutcome::Lost(e.to_string()), None),
+        }
+        let notices = std::mem::take(&mut self.notices);
+        status::publish(self.ctx, self.op, &notices).await;
+        Ok(())
+    }
+
+    /// Sends `request` when this replica holds the Lease and the provider's rate limit allows.
+    async fn send(&mut self, plan: &Plan, request: &Request, held: Option<Instant>) -> Outcome {
+        let Some(provider) = self.provider else {
+            return Outcome::Upstream(
+                Box::new(Event::ProviderUnavailable("no provider".into())),
+                None,
+            );
         };
-    match outcome {
-        CancelOutcome::Accepted => {
-            memory.cancel_sent = true;
-            Event::CancelSent
+        // Upstream requests only while this replica surely holds the Lease (see `leader`).
+        if !self.ctx.leadership.is_valid() {
+            debug!("not sure to hold the Lease: no upstream request");
+            return Outcome::NotLeader;
         }
-        CancelOutcome::Refused(why) => {
-            memory.cancel_refused = true;
-            Event::CancelRefused(why)
-        }
-        CancelOutcome::Lost(why) => {
-            memory.record_failure(jiff::Timestamp::now(), why.clone(), retry_after, false);
-            Event::CancelLost(why)
-        }
-    }
-}
-
-fn failed(
-    memory: &mut Memory,
-    message: String,
-    retry_after: Option<std::time::Duration>,
-    not_found: bool,
-) -> Event {
-    memory.record_failure(
-        jiff::Timestamp::now(),
-        message.clone(),
-        retry_after,
-        not_found,
-    );
-    Event::PollFailed(PollFailure { message, not_found })
-}
-
-/// A request that was answered, not yet counted: the count waits for the protocol to read it.
-struct Sent<'a> {
-    meter: &'a UpstreamMeter<'a>,
-    kind: RequestKind,
-    status: u16,
-    elapsed: std::time::Duration,
-}
-
-impl Sent<'_> {
-    /// Counts the request; `readable`: the protocol could read a 2xx answer.
-    fn record(self, readable: bool) {
-        let outcome = match RequestOutcome::of_status(self.status) {
-            RequestOutcome::Ok if !readable => RequestOutcome::Unreadable,
-            other => other,
-        };
-        self.meter.record(self.kind, outcome, self.elapsed);
-    }
-}
-
-/// Sends `request`; a request that got no answer is counted here, an answered one by the caller
-/// (through [`Sent::record`]) once the protocol has read it.
-async fn send<'a>(
-    upstream: &Upstream,
-    meter: &'a UpstreamMeter<'a>,
-    kind: RequestKind,
-    provider: &ProviderSpec,
-    request: &RequestSpec,
-) -> Result<(HttpAnswer, Sent<'a>), UpstreamError> {
-    let began = Instant::now();
-    let result = upstream.send(&provider.base_url, request).await;
-    let elapsed = began.elapsed();
-    match result {
-        Ok(answer) => {
-            let sent = Sent {
-                meter,
-                kind,
-                status: answer.status,
-                elapsed,
-            };
-            Ok((answer, sent))
-        }
-        Err(e) => {
-            match &e {
-                // Refused before sending: not a request.
-                UpstreamError::Url { .. }
-                | UpstreamError::Refused(_)
-                | UpstreamError::Credentials(_) => {}
-                UpstreamError::Transport { .. } => {
-                    meter.record(kind, RequestOutcome::Transport, elapsed)
+        // The provider's rate limit: a request over it waits for its turn, off the workers.
+        if let Some(limit) = &provider.spec.rate_limit {
+            let now = Instant::now();
+            if let Turn::At(turn) = self.ctx.rate_limits.admit(&provider.key, limit, held, now) {
+                let wait = turn.saturating_duration_since(now);
+                if held.is_none() {
+                    self.ctx.metrics.rate_limit_waited(&provider.key, wait);
                 }
-                UpstreamError::TooLarge { .. } => {
-                    meter.record(kind, RequestOutcome::Unreadable, elapsed)
-                }
+                debug!(?wait, "waiting for the provider's rate limit");
+                return Outcome::HeldBack { turn, wait };
             }
-            Err(e)
+            // Its turn has come; the gate spreads requests that came back late together.
+            let wait = self
+                .ctx
+                .rate_limits
+                .gate(&provider.key, limit, Instant::now());
+            if !wait.is_zero() {
+                self.ctx.metrics.rate_limit_waited(&provider.key, wait);
+                tokio::time::sleep(wait).await;
+            }
         }
+        let meter = self
+            .ctx
+            .metrics
+            .upstream(provider.spec.protocol.as_str(), provider.key.clone());
+        let to = Upstreaming {
+            upstream: &provider.entry.upstream,
+            meter: &meter,
+            base_url: &provider.spec.base_url,
+            dialect: &*provider.entry.dialect,
+        };
+        let start = self
+            .op
+            .spec
+            .start
+            .as_ref()
+            .map(|start| match &plan.status.rendered_start {
+                // A templated start sends what was rendered (and recorded) before it.
+                Some(rendered) => template::apply(start, rendered),
+                None => start.clone(),
+            });
+        let (event, fact) = match (request, start) {
+            (Request::Start { .. } | Request::Recover, None) => (
+                // Not reached: spec.start cannot go once the operation began (a CEL rule).
+                Event::StartRejected(crate::api::OperationError {
+                    code: "FAILED_PRECONDITION".into(),
+                    message: "spec.start is gone".into(),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (Request::Start { request_id }, Some(start)) => {
+                debug!(request_id, "sending the start request");
+                requests::start(&to, &start, request_id).await
+            }
+            (Request::Recover, Some(start)) => {
+                let sent_at = plan
+                    .status
+                    .started_at
+                    .as_ref()
+                    .map_or_else(jiff::Timestamp::now, |t| t.0);
+                debug!("looking for the operation a lost start may have begun");
+                requests::recover(&to, &start, sent_at).await
+            }
+            (Request::Poll, _) => {
+                self.ctx
+                    .metrics
+                    .polled(self.poll_due.take(), jiff::Timestamp::now());
+                requests::poll(&to, &plan.status).await
+            }
+            (Request::Cancel, _) => requests::cancel(&to, &plan.status).await,
+        };
+        debug!(?event, "upstream answered");
+        Outcome::Upstream(Box::new(event), fact)
     }
-}
-
-/// The shortest `Retry-After` taken: a hint of "now" (`0`, a past date) must not become a hot loop.
-const MIN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-/// The longest `Retry-After` taken (ARM's own upper bound): a year-long hint must not stop polling.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The answer's `Retry-After` (as the dialect reads it), if any, clamped to
-/// [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
-fn hint(dialect: &dyn Dialect, answer: &HttpAnswer) -> Option<std::time::Duration> {
-    dialect
-        .retry_hint(answer, SystemTime::now())
-        .map(|d| d.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
 }

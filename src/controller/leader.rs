@@ -26,6 +26,7 @@
 //! status, as after any restart. A graceful stop (SIGTERM) releases the Lease so that a waiting
 //! replica takes over at once.
 
+pub use crate::config::{DEFAULT_LEASE_NAME, LeaderArgs};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -40,35 +41,6 @@ use tracing::{debug, error, info, warn};
 const MIN_DURATION_SECS: u64 = 3;
 /// How long a graceful stop waits for the Lease to be released.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The Lease name when `--lease-name` is not given (with `--shard`, `lro-operator-<shard>`).
-pub const DEFAULT_LEASE_NAME: &str = "lro-operator";
-
-/// Leader election flags of `lro-operator run`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct LeaderArgs {
-    /// Run the controller only while holding the Lease, so that several replicas can run
-    /// (`--leader-elect=false` for a single process).
-    #[arg(
-        long,
-        default_value_t = true,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub leader_elect: bool,
-    /// Name of the Lease.
-    #[arg(long, default_value = DEFAULT_LEASE_NAME)]
-    pub lease_name: String,
-    /// Namespace of the Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
-    /// How long a Lease stays valid without renewal: a failover takes at most this long
-    /// (whole seconds, at least 3s).
-    #[arg(long, default_value = "15s", value_parser = crate::api::parse_duration)]
-    pub lease_duration: Duration,
-}
 
 /// Why leader election stopped the operator.
 #[derive(Debug, thiserror::Error)]

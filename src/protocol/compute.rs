@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn deployment_manager_done_operation_from_the_seed_succeeds_with_its_target() {
-        // Seed 001 (Deployment Manager "Get the status of an operation").
+        // Deployment Manager's guide "Managing long-running operations", its example verbatim.
         let obs = poll(json!({
             "kind": "deploymentmanager#operation",
             "id": "7123423453456654321",

@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn done_absent_is_running_with_progress_from_service_management_metadata() {
-        // The Service Infrastructure polling example (seed 002).
+        // Service Infrastructure's guide "Polling Long Running Operations", its example.
         let obs = poll(json!({
             "name": "operations/services.rollouts.create-1",
             "metadata": {

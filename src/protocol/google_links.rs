@@ -35,9 +35,9 @@ fn is_version(segment: &str) -> bool {
 }
 
 /// Where to poll a link: an absolute link becomes its resource path (relative to `baseURL`), or,
-/// when its path has no version root, the absolute path `/…` on `baseURL`'s origin; anything
-/// else (a path the user gave relative to `baseURL`) is returned as it is. Never a URL with a
-/// host.
+/// when its path has no version root, its whole path (which the client also puts under
+/// `baseURL`); anything else (a path the user gave relative to `baseURL`) is returned as it is.
+/// Never a URL with a host.
 pub fn resource_path(link: &str) -> String {
     let Ok(url) = url::Url::parse(link) else {
         return link.to_owned();
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn links_on_any_host_become_resource_paths() {
         let cases = [
-            // Seed 001 (Deployment Manager).
+            // Deployment Manager's guide "Managing long-running operations".
             (
                 "https://www.googleapis.com/deploymentmanager/v2/projects/example-project/global/operations/operation-11233234311678-587af2c0xyz9c-0987fa54-baccd59f",
                 "projects/example-project/global/operations/operation-11233234311678-587af2c0xyz9c-0987fa54-baccd59f",

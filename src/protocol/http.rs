@@ -10,8 +10,7 @@
 //! names it; a missing field in `progress` or `state` only means "not reported". No cancel. The
 //! start is idempotent only with `idempotencyKeyHeader`, which carries the request id.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -24,8 +23,6 @@ use crate::cel::{CompileError, EvalError, Expression, FieldError, Variables, to_
 
 /// The variables every `spec.http` expression may use.
 pub const VARIABLES: &[&str] = &["status", "headers", "body"];
-/// How many configured dialects are kept compiled (the cache is emptied when it is full).
-const CACHE_SIZE: usize = 256;
 /// How much of an expression a message quotes.
 const QUOTED_CHARS: usize = 60;
 
@@ -57,29 +54,18 @@ pub fn check_http(options: &HttpOptions) -> Vec<FieldError> {
         .collect()
 }
 
-/// The dialect of a provider with `protocol: http`, compiled once per configuration.
-/// `Err` says why it cannot be used: `spec.http` is missing, or an expression does not compile.
+/// The dialect of a provider with `protocol: http`, compiled (the provider registry keeps it
+/// with the provider's client, so it is compiled once per provider generation). `Err` says why
+/// it cannot be used: `spec.http` is missing, or an expression does not compile.
 pub fn configured(base_url: &str, options: Option<&HttpOptions>) -> Result<Arc<Http>, String> {
-    type Cache = Mutex<HashMap<(String, HttpOptions), Arc<Http>>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
     let Some(options) = options else {
         return Err("spec.http is required with protocol http (the CEL expressions that read the upstream's answers)".into());
     };
-    let cache = CACHE.get_or_init(Default::default);
-    let key = (base_url.to_owned(), options.clone());
-    if let Some(http) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(Arc::clone(http));
-    }
-    let http = Arc::new(Http::new(base_url, options).map_err(|errors| {
+    let http = Http::new(base_url, options).map_err(|errors| {
         let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
         all.join("; ")
-    })?);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= CACHE_SIZE {
-        cache.clear();
-    }
-    cache.insert(key, Arc::clone(&http));
-    Ok(http)
+    })?;
+    Ok(Arc::new(http))
 }
 
 impl Http {

@@ -462,12 +462,14 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// Reads an answer of the look-up; `candidate` is the match the earlier pages found.
+    /// Reads the answer to `request`, one request of the look-up; `candidate` is the match the
+    /// earlier pages found.
     fn read_recovery(
         &self,
         _start: &StartRequest,
         _sent_at: jiff::Timestamp,
         _candidate: Option<&Started>,
+        _request: &RequestSpec,
         _answer: &HttpAnswer,
     ) -> Recovery {
         Recovery::NotFound("this protocol cannot look for a started operation".into())

@@ -73,6 +73,7 @@ impl Dialect for Redpanda {
         start: &StartRequest,
         sent_at: jiff::Timestamp,
         candidate: Option<&Started>,
+        request: &RequestSpec,
         answer: &HttpAnswer,
     ) -> Recovery {
         let Some(target) = Target::of(start) else {
@@ -95,10 +96,16 @@ impl Dialect for Redpanda {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .map(str::to_owned);
+        // The next page of the same list.
+        let next_page = |token: &str| {
+            let mut next = request.clone();
+            next.query.retain(|(k, _)| k != "page_token");
+            next.query.push(("page_token".into(), token.to_owned()));
+            next
+        };
         // The resource, by its name: then its operations.
         if let Some((collection, field, name)) = &target.lookup
-            && target.resource_id.is_none()
-            && body.get("operations").is_none()
+            && request.path != "v1/operations"
         {
             let found = body
                 .get(*field)
@@ -112,7 +119,7 @@ impl Dialect for Redpanda {
                 (Some(id), _) => {
                     Recovery::Next(list_operations(target.kind, Some(&id), None), None)
                 }
-                (None, Some(token)) => Recovery::Next(lookup(collection, name, Some(&token)), None),
+                (None, Some(token)) => Recovery::Next(next_page(&token), None),
                 (None, None) => Recovery::NotFound(format!(
                     "no resource named {name:?} exists in {collection}, so the start was most likely not processed; delete and re-create this LongRunningOperation to send it again"
                 )),
@@ -121,6 +128,11 @@ impl Dialect for Redpanda {
         // Operations of that type (and resource), started since the request was sent (a
         // minute of clock skew allowed).
         let since = sent_at - jiff::SignedDuration::from_secs(60);
+        let filtered_resource = request
+            .query
+            .iter()
+            .find(|(k, _)| k == "filter.resource_id")
+            .map(|(_, v)| v.as_str());
         let mut found: Option<Box<Started>> = candidate.map(|c| Box::new(c.clone()));
         for op in body
             .get("operations")
@@ -131,7 +143,12 @@ impl Dialect for Redpanda {
             let type_matches = op
                 .get("type")
                 .and_then(Value::as_str)
-                .is_none_or(|t| t == target.kind);
+                .is_none_or(|t| t == target.kind)
+                && filtered_resource.is_none_or(|r| {
+                    op.get("resource_id")
+                        .and_then(Value::as_str)
+                        .is_none_or(|id| id == r)
+                });
             let recent = op
                 .get("started_at")
                 .and_then(Value::as_str)
@@ -163,10 +180,7 @@ impl Dialect for Redpanda {
             }));
         }
         match (found, token) {
-            (found, Some(token)) => Recovery::Next(
-                list_operations(target.kind, target.resource_id.as_deref(), Some(&token)),
-                found,
-            ),
+            (found, Some(token)) => Recovery::Next(next_page(&token), found),
             (Some(started), None) => Recovery::Found(started),
             (None, None) => Recovery::NotFound(format!(
                 "no {} operation{} began since the start was sent",
@@ -444,7 +458,7 @@ mod tests {
 
     #[test]
     fn the_seed_example_is_running_with_its_resource_id() {
-        // The Create Cluster answer from the Redpanda Cloud documentation (seed 000).
+        // The Create Cluster answer from Redpanda Cloud's "Long-running operations" page.
         let body = json!({"operation": {
             "id": "cqfc6vdmvio001r4vu4",
             "metadata": {
@@ -606,7 +620,8 @@ mod tests {
             json!({"clusters": [
             {"id": "c-other", "name": "prod-10"}, {"id": "c-1", "name": "prod-1"}]}),
         );
-        let Recovery::Next(next, None) = Redpanda.read_recovery(&create, sent, None, &clusters)
+        let Recovery::Next(next, None) =
+            Redpanda.read_recovery(&create, sent, None, &first, &clusters)
         else {
             panic!("expected the operations of c-1");
         };
@@ -624,7 +639,8 @@ mod tests {
                     "resource_id": "c-1", "started_at": "2026-12-04T12:00:01Z"}]),
             None,
         );
-        let Recovery::Found(started) = Redpanda.read_recovery(&create, sent, None, &ops) else {
+        let Recovery::Found(started) = Redpanda.read_recovery(&create, sent, None, &next, &ops)
+        else {
             panic!("expected op-1");
         };
         assert_eq!(started.handle.id.as_deref(), Some("op-1"));
@@ -641,7 +657,7 @@ mod tests {
         );
         let none = answer(200, json!({"clusters": []}));
         assert!(matches!(
-            Redpanda.read_recovery(&create, sent, None, &none),
+            Redpanda.read_recovery(&create, sent, None, &Redpanda.recovery_request(&create, sent).unwrap(), &none),
             Recovery::NotFound(why) if why.contains("not processed")
         ));
         let delete = start("DELETE", "/v1/clusters/c-1", Value::Null);
@@ -658,7 +674,7 @@ mod tests {
             None,
         );
         assert!(matches!(
-            Redpanda.read_recovery(&delete, sent, None, &old),
+            Redpanda.read_recovery(&delete, sent, None, &request, &old),
             Recovery::NotFound(_)
         ));
         // One on this page, another on the next: ambiguous.
@@ -667,7 +683,8 @@ mod tests {
                                   "started_at": "2026-12-04T12:00:02Z"}]),
             Some("t2"),
         );
-        let Recovery::Next(next, Some(found)) = Redpanda.read_recovery(&delete, sent, None, &page)
+        let Recovery::Next(next, Some(found)) =
+            Redpanda.read_recovery(&delete, sent, None, &request, &page)
         else {
             panic!("expected the next page");
         };
@@ -678,16 +695,16 @@ mod tests {
             None,
         );
         assert!(matches!(
-            Redpanda.read_recovery(&delete, sent, Some(&found), &page2),
+            Redpanda.read_recovery(&delete, sent, Some(&found), &next, &page2),
             Recovery::NotFound(why) if why.contains("op-1") && why.contains("op-2")
         ));
         // A transient answer is looked at again; a refusal is final.
         assert!(matches!(
-            Redpanda.read_recovery(&delete, sent, None, &answer(503, json!({}))),
+            Redpanda.read_recovery(&delete, sent, None, &request, &answer(503, json!({}))),
             Recovery::Failed(_)
         ));
         assert!(matches!(
-            Redpanda.read_recovery(&delete, sent, None, &answer(403, json!({}))),
+            Redpanda.read_recovery(&delete, sent, None, &request, &answer(403, json!({}))),
             Recovery::NotFound(_)
         ));
         assert!(

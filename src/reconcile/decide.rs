@@ -1,4 +1,4 @@
-//! `decide`: the pure heart of a reconcile. Every rule of DESIGN §2 lives here.
+//! `decide`: the pure heart of a reconcile, the phase machine of `docs/architecture.md`.
 
 use std::time::Duration;
 

@@ -83,10 +83,86 @@ impl Memory {
     }
 }
 
+/// The shortest `Retry-After` taken: a hint of "now" (`0`, a past date) must not become a hot loop.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` taken (ARM's own upper bound): a year-long hint must not stop polling.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// What an upstream request taught: the memory's part of its outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fact {
+    /// The answer was read (a start, poll or look-up answered).
+    Answered {
+        /// When.
+        at: Timestamp,
+        /// The upstream's hint of when to ask again, as it gave it.
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer.
+    Failed {
+        /// When.
+        at: Timestamp,
+        /// What went wrong, for people.
+        error: String,
+        /// The upstream's hint of when to ask again, as it gave it.
+        retry_after: Option<Duration>,
+        /// The upstream said the operation does not exist.
+        not_found: bool,
+    },
+    /// The upstream accepted the cancel.
+    CancelAccepted,
+    /// The upstream refused the cancel, or the protocol has none: do not ask again.
+    CancelRefused,
+}
+
+impl Memory {
+    /// Learns `fact`; a `Retry-After` is clamped to [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
+    pub fn learn(&mut self, fact: &Fact) {
+        let clamp = |d: &Option<Duration>| d.map(|d| d.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER));
+        match fact {
+            Fact::Answered { at, retry_after } => self.record_success(*at, clamp(retry_after)),
+            Fact::Failed {
+                at,
+                error,
+                retry_after,
+                not_found,
+            } => self.record_failure(*at, error.clone(), clamp(retry_after), *not_found),
+            Fact::CancelAccepted => self.cancel_sent = true,
+            Fact::CancelRefused => self.cancel_refused = true,
+        }
+    }
+}
+
 /// `t + d`, saturating at the far future.
 pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
         .and_then(|d| t.checked_add(d).ok())
         .unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_clamped_where_it_is_learnt() {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut m = Memory::new(t);
+        m.learn(&Fact::Answered {
+            at: t,
+            retry_after: Some(Duration::ZERO),
+        });
+        assert_eq!(m.not_before, Some(add(t, MIN_RETRY_AFTER)));
+        m.learn(&Fact::Failed {
+            at: t,
+            error: "429".into(),
+            retry_after: Some(Duration::from_secs(365 * 86_400)),
+            not_found: false,
+        });
+        assert_eq!(m.not_before, Some(add(t, MAX_RETRY_AFTER)));
+        assert_eq!(m.failures, 1);
+        m.learn(&Fact::CancelRefused);
+        assert!(m.cancel_refused);
+    }
 }

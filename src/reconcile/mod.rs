@@ -8,15 +8,20 @@ pub mod conditions;
 mod decide;
 mod limits;
 mod memory;
+pub mod outputs;
+pub mod policy;
 pub mod schedule;
+pub mod step;
 pub mod template;
 
 pub use decide::{
-    Action, Caps, DEPENDENCY_RECHECK, Decision, Event, Input, Notice, PROGRESS_MILESTONES, Policy,
-    PollFailure, Prerequisites, decide,
+    Action, Caps, DEPENDENCY_RECHECK, Decision, Event, Input, NOT_FOUND_GRACE, Notice,
+    PROGRESS_MILESTONES, PROVIDER_RETRY, Policy, PollFailure, Prerequisites, decide,
 };
-pub use limits::{DEFAULT_MAX_STATUS_RESULT, RESULT_TRUNCATED, cap_result};
-pub use memory::Memory;
+pub use limits::{
+    DEFAULT_MAX_STATUS_RESULT, MAX_STATUS_TEXT, RESULT_TRUNCATED, bound_text, cap_result, truncate,
+};
+pub use memory::{Fact, MAX_RETRY_AFTER, MIN_RETRY_AFTER, Memory};
 pub use schedule::Schedule;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};

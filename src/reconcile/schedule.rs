@@ -33,6 +33,25 @@ impl Default for Schedule {
 }
 
 impl Schedule {
+    /// A schedule with its values clamped: a multiplier below 1 is 1 (a fixed interval), a
+    /// jitter outside 0..=0.5 is brought into it.
+    pub fn new(initial: Duration, max: Duration, multiplier: f64, jitter: f64) -> Schedule {
+        Schedule {
+            initial,
+            max,
+            multiplier: if multiplier.is_finite() {
+                multiplier.max(1.0)
+            } else {
+                1.0
+            },
+            jitter: if jitter.is_finite() {
+                jitter.clamp(0.0, 0.5)
+            } else {
+                0.0
+            },
+        }
+    }
+
     fn initial_secs(&self) -> f64 {
         self.initial.as_secs_f64().max(0.001)
     }

@@ -1,6 +1,6 @@
 //! Prometheus metrics (`prometheus-client`), served at `/metrics` by [`super::server`].
 //!
-//! Labels are low-cardinality by design (DESIGN §5): protocol, provider (`<namespace>/<name>` or,
+//! Labels are low-cardinality by design: protocol, provider (`<namespace>/<name>` or,
 //! for a cluster provider, `<name>`), request kind, outcome and phase — never an operation's name
 //! or namespace.
 

@@ -532,4 +532,38 @@ mod tests {
             .is_ok()
         );
     }
+
+    proptest::proptest! {
+    #[test]
+    fn resolve_never_panics_and_stays_on_the_base(
+        base in proptest::prop_oneof![
+            "(http|https)://[a-z]{1,8}(\\.[a-z]{2,3})?(:[0-9]{1,5})?(/[a-z0-9%.]{0,6}){0,3}/?",
+            ".{0,30}",
+        ],
+        path in proptest::prop_oneof![
+            "[a-z0-9/.:%?#@\\\\ -]{0,40}",
+            "(%2e|%2E|\\.){1,2}(/|\\\\|%2f)[a-z]{0,5}",
+            "(https?://[a-z.]{1,10}(:[0-9]{1,5})?)?(/[a-z.%]{0,6}){0,4}",
+            ".{0,40}",
+        ],
+    ) {
+        let Ok(url) = resolve(&base, &path) else {
+            return Ok(());
+        };
+        let Ok(base_url) = reqwest::Url::parse(&base) else {
+            return Err(proptest::test_runner::TestCaseError::fail(format!("resolved against {base:?}, not a URL")));
+        };
+        proptest::prop_assert_eq!(url.origin(), base_url.origin(), "left the origin: {} + {}", base, path);
+        if !path.contains("://") {
+            let prefix = base_url.path().trim_end_matches('/');
+            let stays = url.path() == prefix
+                || url.path().strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'));
+            proptest::prop_assert!(
+                stays,
+                "{} + {:?} resolved to {}, outside the base path {:?}",
+                base, path, url, base_url.path()
+            );
+        }
+    }
+    }
 }

@@ -67,7 +67,7 @@ fn operation_problems(object: &Value) -> Vec<String> {
     }
     if let Some(outputs) = object.pointer("/spec/outputs").filter(|o| !o.is_null()) {
         match serde_json::from_value::<crate::api::Outputs>(outputs.clone()) {
-            Ok(outputs) => found.extend(crate::controller::outputs::check(&outputs)),
+            Ok(outputs) => found.extend(crate::reconcile::outputs::check(&outputs)),
             Err(e) => found.push(format!("spec.outputs: {e}")),
         }
     }

@@ -274,6 +274,28 @@ impl TestEnv {
         self.status_log.writes(name)
     }
 
+    /// Every status written to `name` so far, once the watch has delivered one for which
+    /// `written` holds (a GET can see a write before the watch does); panics after 10 s.
+    pub async fn status_writes_through(
+        &self,
+        name: &str,
+        written: impl Fn(&LongRunningOperationStatus) -> bool,
+    ) -> Vec<Write> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let writes = self.status_log.writes(name);
+            if writes.iter().any(|w| written(&w.status)) {
+                return writes;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lro/{name} in {}: the watch delivered no such status write within 10 s",
+                self.ns
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     // ------------------------------------------------------------------------------ simulator
 
     /// `GET /sim/stats`.

@@ -1,4 +1,4 @@
-//! Table-driven tests of [`decide`] against the phase table of DESIGN §2.
+//! Table-driven tests of [`decide`] against the phase table of `docs/architecture.md`.
 //!
 //! Every case starts from a [`World`] (spec, status, memory, caps, policy, clock) built the way the
 //! controller would reach it — by feeding earlier events through `decide` itself — then applies one
@@ -373,7 +373,7 @@ fn invariants(name: &str, given: &World, event: &Event, d: &Decision) {
         after.observed_generation, given.generation,
         "{name}: observedGeneration"
     );
-    // Conditions follow from the phase (DESIGN §2).
+    // Conditions follow from the phase (`docs/architecture.md`, "Conditions").
     let stalled = match phase {
         Phase::Failed | Phase::Blocked => true,
         Phase::Cancelled => !given.spec.cancel,

@@ -6,12 +6,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use super::Caches;
-use super::credentials::Resolved;
-use crate::api::{
-    ClusterOperationProvider, LongRunningOperation, OperationProvider, PollingSpec, ProviderKind,
-    parse_duration,
-};
-use crate::reconcile::{Policy, Schedule};
+use super::provider_registry::Resolved;
+use crate::api::{ClusterOperationProvider, LongRunningOperation, OperationProvider, ProviderKind};
 
 /// A provider whose change may concern some operations.
 pub enum Target<'a> {
@@ -124,40 +120,6 @@ pub fn cluster(p: &ClusterOperationProvider) -> Resolved {
     }
 }
 
-/// The schedule and deadline of an operation: its own `polling`, then the provider's, then the flags.
-pub fn policy(
-    op: &PollingSpec,
-    provider: &PollingSpec,
-    defaults: Schedule,
-    default_timeout: Option<std::time::Duration>,
-    not_found_grace: std::time::Duration,
-) -> Policy {
-    let duration = |own: &Option<String>, theirs: &Option<String>| {
-        own.as_deref()
-            .or(theirs.as_deref())
-            .and_then(|s| parse_duration(s).ok())
-    };
-    Policy {
-        schedule: Schedule {
-            initial: duration(&op.initial_interval, &provider.initial_interval)
-                .unwrap_or(defaults.initial),
-            max: duration(&op.max_interval, &provider.max_interval).unwrap_or(defaults.max),
-            multiplier: op
-                .multiplier
-                .or(provider.multiplier)
-                .unwrap_or(defaults.multiplier)
-                .max(1.0),
-            jitter: op
-                .jitter
-                .or(provider.jitter)
-                .unwrap_or(defaults.jitter)
-                .clamp(0.0, 0.5),
-        },
-        timeout: duration(&op.timeout, &provider.timeout).or(default_timeout),
-        not_found_grace,
-    }
-}
-
 /// Whether a label selector admits a set of labels.
 pub fn selector_matches(
     selector: &LabelSelector,
@@ -196,7 +158,6 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     #[test]
     fn selectors_match_labels_and_expressions() {
@@ -217,30 +178,5 @@ mod tests {
         };
         assert!(!selector_matches(&not_in, &labels));
         assert!(selector_matches(&LabelSelector::default(), &labels));
-    }
-
-    #[test]
-    fn policy_prefers_the_operation_then_the_provider_then_the_flags() {
-        let op = PollingSpec {
-            initial_interval: Some("2s".into()),
-            ..Default::default()
-        };
-        let provider = PollingSpec {
-            initial_interval: Some("9s".into()),
-            max_interval: Some("30s".into()),
-            timeout: Some("10m".into()),
-            ..Default::default()
-        };
-        let p = policy(
-            &op,
-            &provider,
-            Schedule::default(),
-            None,
-            Duration::from_secs(60),
-        );
-        assert_eq!(p.schedule.initial.as_secs(), 2);
-        assert_eq!(p.schedule.max.as_secs(), 30);
-        assert_eq!(p.schedule.multiplier, Schedule::default().multiplier);
-        assert_eq!(p.timeout.map(|d| d.as_secs()), Some(600));
     }
 }

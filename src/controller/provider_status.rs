@@ -18,8 +18,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::credentials::{Resolved, references};
-use super::{Context, MANAGER, provider};
+use super::provider_registry::Resolved;
+use super::secret_reader::references;
+use super::{Context, MANAGER, provider_lookup};
 use crate::api::{ClusterOperationProvider, OperationProvider, OperationProviderStatus, condition};
 use crate::reconcile::conditions;
 
@@ -36,7 +37,7 @@ pub struct StatusError(#[source] kube::Error);
 /// Runs both provider controllers until SIGTERM or SIGINT.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let scope = ctx.args.namespace.clone();
+    let scope = ctx.config.namespace.clone();
     let namespaced = |c: &kube::Client| -> (
         Api<OperationProvider>,
         Api<PartialObjectMeta<Secret>>,
@@ -81,7 +82,7 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let cluster_store = cluster.store();
     let cluster_store2 = cluster.store();
-    let cluster = match &ctx.args.operator_namespace {
+    let cluster = match &ctx.config.operator_namespace {
         // Cluster providers read their Secrets from the operator's namespace: watch only there.
         Some(ns) => cluster
             .watches(
@@ -148,7 +149,7 @@ async fn reconcile_namespaced(
     p: Arc<OperationProvider>,
     ctx: Arc<Context>,
 ) -> Result<Action, StatusError> {
-    let resolved = provider::namespaced(&p);
+    let resolved = provider_lookup::namespaced(&p);
     let api: Api<OperationProvider> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let status = evaluate(&ctx, &resolved, p.status.as_ref()).await;
@@ -163,7 +164,7 @@ async fn reconcile_cluster(
     p: Arc<ClusterOperationProvider>,
     ctx: Arc<Context>,
 ) -> Result<Action, StatusError> {
-    let resolved = provider::cluster(&p);
+    let resolved = provider_lookup::cluster(&p);
     let api: Api<ClusterOperationProvider> = Api::all(ctx.client.clone());
     let status = evaluate(&ctx, &resolved, p.status.as_ref()).await;
     let requeue = requeue_after(&status);
@@ -179,7 +180,7 @@ async fn evaluate(
     provider: &Resolved,
     current: Option<&OperationProviderStatus>,
 ) -> OperationProviderStatus {
-    let (ready, reason, message) = match ctx.clients.refresh(provider).await {
+    let (ready, reason, message) = match ctx.providers.refresh(provider).await {
         Ok(entry) => {
             let message = match (entry.method, entry.upstream.authenticator()) {
                 (Some(method), Some(a)) if a.credential().uses_tokens() => {

@@ -1,0 +1,166 @@
+//! Observing an operation: everything `reconcile::step` needs, read from the watch caches and
+//! this process's memory (no apiserver request, except a dependency in another shard and a
+//! `ClusterOperationProvider`'s `allowedNamespaces` check), plus the provider's runtime the act
+//! step talks to the upstream with.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use super::provider_registry::Entry;
+use super::{Context, ReconcileError, Remembered, finalizer, provider_lookup, workflow};
+use crate::api::{
+    LongRunningOperation, LongRunningOperationStatus, Phase, ProviderKind, ProviderSpec,
+};
+use crate::reconcile::policy::policy;
+use crate::reconcile::step::{Observed, settled};
+use crate::reconcile::{Caps, Memory, Prerequisites};
+use crate::telemetry::metrics::provider_label;
+
+/// A provider ready to be talked to.
+pub struct ProviderRuntime {
+    /// Its spec (base URL, rate limit).
+    pub spec: ProviderSpec,
+    /// Its client and dialect.
+    pub entry: Arc<Entry>,
+    /// `<namespace>/<name>` (or `<name>` for a cluster provider): metrics label, rate-limit key.
+    pub key: String,
+}
+
+/// What a reconcile starts from.
+pub struct Observation {
+    /// The pure part, for `step`.
+    pub observed: Observed,
+    /// The provider, when it can be used.
+    pub provider: Option<ProviderRuntime>,
+    /// The status the apiserver holds, as far as this process knows.
+    pub written: LongRunningOperationStatus,
+    /// When the operation's next poll was due (for the poll-lateness metric).
+    pub poll_due: Option<jiff::Timestamp>,
+}
+
+/// Observes `op`.
+pub async fn observe(
+    ctx: &Context,
+    op: &LongRunningOperation,
+) -> Result<Observation, ReconcileError> {
+    let namespace = op
+        .namespace()
+        .ok_or(ReconcileError::Malformed("a namespace"))?;
+    let uid = op.uid().ok_or(ReconcileError::Malformed("a uid"))?;
+    let (memory, remembered, poll_due) = recall(ctx, &uid, op.status.as_ref());
+    // The status subresource is the operator's alone: if the cache is behind our last write,
+    // trust the write.
+    let status = remembered.unwrap_or_else(|| op.status.clone().unwrap_or_default());
+    let mut observed = Observed {
+        spec: op.spec.clone(),
+        generation: op.metadata.generation,
+        uid,
+        deletion_requested: op.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+        has_finalizer: finalizer::present(op),
+        status: status.clone(),
+        provider: Err(String::new()),
+        policy: policy(op.spec.polling.as_ref(), None, &ctx.config.defaults),
+        prerequisites: Prerequisites::default(),
+        dependencies_uncached: false,
+        memory,
+        max_status_result_bytes: ctx.config.defaults.max_status_result_bytes,
+    };
+    let mut observation = Observation {
+        provider: None,
+        written: status,
+        poll_due,
+        observed,
+    };
+    // A settled operation needs nothing more (its provider may be gone, its token expired).
+    if settled(&observation.observed) {
+        return Ok(observation);
+    }
+    observed = observation.observed;
+
+    // The provider: found, usable, its dialect's capabilities; or why not.
+    let provider = match provider_lookup::resolve(&ctx.client, &ctx.caches, op).await {
+        Ok(resolved) => {
+            observed.policy = policy(
+                op.spec.polling.as_ref(),
+                resolved.spec.polling.as_ref(),
+                &ctx.config.defaults,
+            );
+            match ctx.providers.get(&resolved).await {
+                Ok(entry) => Ok((resolved.spec, entry)),
+                Err(not_ready) => Err(format!(
+                    "{} is not ready ({}): {}",
+                    resolved.label(),
+                    not_ready.reason,
+                    not_ready.message
+                )),
+            }
+        }
+        Err(why) => Err(why),
+    };
+    match provider {
+        Ok((spec, entry)) => {
+            let dialect = &*entry.dialect;
+            observed.provider = Ok(Caps {
+                idempotent_start: op
+                    .spec
+                    .start
+                    .as_ref()
+                    .is_some_and(|s| dialect.idempotent_start(s)),
+                no_idempotency: dialect.no_idempotency_hint(),
+                can_recover: dialect.can_recover(),
+                can_cancel: dialect.can_cancel(),
+                long_poll: dialect.long_polls(),
+            });
+            let scope = match op.spec.provider_ref.kind {
+                ProviderKind::OperationProvider => Some(namespace.as_str()),
+                ProviderKind::ClusterOperationProvider => None,
+            };
+            observation.provider = Some(ProviderRuntime {
+                spec,
+                entry,
+                key: provider_label(scope, &op.spec.provider_ref.name),
+            });
+        }
+        Err(why) => observed.provider = Err(why),
+    }
+
+    // Dependencies and templates matter only before the start.
+    if matches!(observed.status.phase, None | Some(Phase::Pending)) {
+        let api = kube::Api::namespaced(ctx.client.clone(), &namespace);
+        let (prerequisites, uncached) = workflow::observe(&api, ctx.caches.operations.store(), op)
+            .await
+            .map_err(ReconcileError::Dependencies)?;
+        observed.prerequisites = prerequisites;
+        observed.dependencies_uncached = uncached;
+    }
+    observation.observed = observed;
+    Ok(observation)
+}
+
+/// The memory of `uid`, the status last written while the cache (`cached`) has not caught up
+/// with it, and when its next poll is due. A written status the cache holds is let go.
+fn recall(
+    ctx: &Context,
+    uid: &str,
+    cached: Option<&LongRunningOperationStatus>,
+) -> (
+    Memory,
+    Option<LongRunningOperationStatus>,
+    Option<jiff::Timestamp>,
+) {
+    let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get_mut(uid) {
+        Some(Remembered {
+            memory,
+            status,
+            poll_due,
+        }) => {
+            if status.as_ref() == cached {
+                *status = None;
+            }
+            (memory.clone(), status.clone(), *poll_due)
+        }
+        None => (Memory::new(jiff::Timestamp::now()), None, None),
+    }
+}
