@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, PostParams};
@@ -21,6 +21,9 @@ use kube::runtime::watcher;
 use lro_operator::api::LongRunningOperation;
 use lro_operator::reconcile::Schedule;
 use lro_operator::reconcile::schedule::seed_of;
+use lro_testkit::metrics::{counter_sum, histogram};
+use lro_testkit::process::{leading_addr, proc_usage, run, wait_for_line};
+use lro_testkit::unix_ms;
 use serde_json::{Value, json};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -216,13 +219,6 @@ fn parse_args() -> Result<Args, Error> {
     Ok(args)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn log(msg: &str) {
     eprintln!("bench: {msg}");
 }
@@ -295,7 +291,7 @@ fn record(tracks: &Mutex<HashMap<String, Track>>, obj: &LongRunningOperation) {
         track.handle = Some(handle.to_owned());
     }
     if track.ready_seen_ms.is_none() && is_ready(&status) {
-        track.ready_seen_ms = Some(now_ms());
+        track.ready_seen_ms = Some(unix_ms());
     }
     track.last_status = Some(status);
 }
@@ -314,143 +310,11 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// Runs a command to completion and returns its stdout, or an error with its stderr.
-fn run(cmd: &mut Command) -> Result<String, Error> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn control_plane(root: &Path, verb: &str, dir: &Path) -> Result<String, Error> {
     run(Command::new(root.join("hack/control-plane"))
         .arg(verb)
         .arg("--dir")
         .arg(dir))
-}
-
-/// Waits (bounded) for `needle` in any of the files at `paths`; returns the rest of that line.
-async fn wait_for_line(paths: &[&Path], needle: &str, timeout: Duration) -> Result<String, Error> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        for path in paths {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains(needle))
-                && let Some((_, rest)) = line.split_once(needle)
-            {
-                return Ok(rest.to_owned());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("no {needle:?} in {paths:?} within {timeout:?}").into())
-}
-
-/// The leading `host:port` of `s` (drops colour codes and whatever follows).
-fn leading_addr(s: &str) -> String {
-    s.trim_start_matches(|c: char| !c.is_ascii_digit())
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect()
-}
-
-/// (CPU seconds, peak RSS in KiB) of a live process.
-fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the state (field 3).
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let hz: f64 = run(Command::new("getconf").arg("CLK_TCK"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    Some((ticks as f64 / hz, hwm))
-}
-
-/// Quantiles of a Prometheus histogram from its cumulative buckets (each answer is a bucket's
-/// upper bound), plus its mean and count.
-struct Hist {
-    count: f64,
-    mean: f64,
-    p50: String,
-    p99: String,
-    max_bucket: String,
-}
-
-fn histogram(text: &str, name: &str) -> Option<Hist> {
-    let mut buckets: Vec<(String, f64)> = Vec::new();
-    let (mut sum, mut count) = (0.0, 0.0);
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) {
-            let le = rest.split("le=\"").nth(1)?.split('"').next()?.to_owned();
-            let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-            buckets.push((le, v));
-        } else if let Some(rest) = line.strip_prefix(&format!("{name}_sum")) {
-            sum = rest.split_whitespace().last()?.parse().ok()?;
-        } else if let Some(rest) = line.strip_prefix(&format!("{name}_count")) {
-            count = rest.split_whitespace().last()?.parse().ok()?;
-        }
-    }
-    if count == 0.0 {
-        return None;
-    }
-    let q = |p: f64| {
-        buckets
-            .iter()
-            .find(|(_, v)| *v >= p * count)
-            .map(|(le, _)| format!("≤ {le} s"))
-            .unwrap_or_else(|| "?".into())
-    };
-    let below_top = buckets
-        .iter()
-        .rev()
-        .find(|(_, v)| *v < count)
-        .map(|(le, _)| le.clone());
-    let max_bucket = match below_top {
-        None => q(0.0),
-        Some(le) => {
-            let next = buckets
-                .iter()
-                .skip_while(|(l, _)| *l != le)
-                .nth(1)
-                .map(|(l, _)| l.clone())
-                .unwrap_or_else(|| "+Inf".into());
-            format!("in ({le}, {next}] s")
-        }
-    };
-    Some(Hist {
-        count,
-        mean: sum / count,
-        p50: q(0.5),
-        p99: q(0.99),
-        max_bucket,
-    })
-}
-
-fn counter_sum(text: &str, name: &str) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines() {
-        if line.starts_with(name)
-            && line[name.len()..].starts_with(['{', ' '])
-            && let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
-        {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total
 }
 
 struct Procs {
@@ -636,7 +500,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         "crd/longrunningoperations.lro.dev",
         "crd/operationproviders.lro.dev",
     ])?;
-    let ns = format!("bench-{}", now_ms());
+    let ns = format!("bench-{}", unix_ms());
     kubectl(&["create", "namespace", &ns])?;
 
     let mut procs = Procs {
@@ -749,7 +613,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         mix.join(", ")
     ));
     let created_at = Instant::now();
-    let created_ms = now_ms();
+    let created_ms = unix_ms();
     let specs: Vec<(usize, f64, Kind)> = (0..args.ops)
         .map(|i| (i, args.dist.draw(i as u64), args.mix[i % args.mix.len()]))
         .collect();
@@ -847,13 +711,13 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             let first = procs.children.len() - 1;
             procs.children[first].kill()?;
             procs.children[first].wait()?;
-            let killed_ms = now_ms();
+            let killed_ms = unix_ms();
             log(&format!(
                 "restart: killed the operator (SIGKILL) with {ready}/{} ready",
                 args.ops
             ));
             let started = Instant::now();
-            let started_ms = now_ms();
+            let started_ms = unix_ms();
             let (operator, pid, url) =
                 start_operator(args, &kubeconfig, &ns, &logs, "operator-2").await?;
             procs.children.push(operator);

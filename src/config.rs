@@ -255,7 +255,7 @@ mod tests {
         );
         // Both at once, or a name that is not a label value, is refused with what to fix.
         assert!(parse(&["--shard", "a", "--exclude-shards", "b"]).is_err());
-        let bad = parse(&["--shard=-a"]).err().expect("-a is refused");
+        let bad = parse(&["--shard=-a"]).expect_err("-a is refused");
         assert!(bad.to_string().contains("not a valid shard name"), "{bad}");
         assert!(parse(&["--exclude-shards", "a,b c"]).is_err());
     }

@@ -9,47 +9,19 @@ use lro_operator::api::{Phase, condition};
 use serde_json::{Value, json};
 use support::{TestEnv, status_of};
 
+/// Applies a `LongRunningOperation` `name` on `provider` that starts with `start`.
+async fn start_operation(env: &TestEnv, name: &str, provider: &str, start: Value) {
+    env.operation(name, provider, json!({"start": start})).await;
+}
+
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Applies an `OperationProvider` named `name` for `protocol`, at `prefix` under the simulator.
-async fn provider(env: &TestEnv, name: &str, protocol: &str, prefix: &str) {
-    provider_with(env, name, protocol, prefix, json!({})).await;
-}
-
-/// [`provider`] with `extra` fields merged into its spec.
-async fn provider_with(env: &TestEnv, name: &str, protocol: &str, prefix: &str, extra: Value) {
-    let mut manifest = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "OperationProvider",
-        "metadata": {"name": name},
-        "spec": {
-            "baseURL": format!("{}{prefix}", env.sim_url()),
-            "protocol": protocol,
-            "allowPrivateNetworks": true,
-            "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
-        },
-    });
-    if let (Some(spec), Some(extra)) = (manifest["spec"].as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    env.apply(&manifest.to_string()).await.assert_ok();
-}
-
-async fn operation(env: &TestEnv, name: &str, provider: &str, start: Value) {
-    let manifest = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "LongRunningOperation",
-        "metadata": {"name": name},
-        "spec": {"providerRef": {"name": provider}, "start": start},
-    });
-    env.apply(&manifest.to_string()).await.assert_ok();
-}
 
 #[tokio::test]
 async fn redpanda_cluster_is_created_and_its_result_recorded() {
     let env = TestEnv::new("redpanda").await;
-    provider(&env, "redpanda", "redpanda", "/redpanda").await;
-    operation(
+    env.provider("redpanda", "redpanda", "/redpanda", json!({}))
+        .await;
+    start_operation(
         &env,
         "cluster",
         "redpanda",
@@ -84,8 +56,9 @@ async fn redpanda_cluster_is_created_and_its_result_recorded() {
 #[tokio::test]
 async fn redpanda_failure_keeps_the_upstream_code_and_message() {
     let env = TestEnv::new("redpanda-fail").await;
-    provider(&env, "redpanda", "redpanda", "/redpanda").await;
-    operation(
+    env.provider("redpanda", "redpanda", "/redpanda", json!({}))
+        .await;
+    start_operation(
         &env,
         "network",
         "redpanda",
@@ -108,7 +81,8 @@ async fn redpanda_failure_keeps_the_upstream_code_and_message() {
 #[tokio::test]
 async fn a_lost_start_without_idempotency_key_is_found_not_resent() {
     let mut env = TestEnv::new("redpanda-lost").await;
-    provider(&env, "redpanda", "redpanda", "/redpanda").await;
+    env.provider("redpanda", "redpanda", "/redpanda", json!({}))
+        .await;
     // Three creates whose answers the operator never reads: one named (found by its name), two
     // unnamed of the same type at the same time (which of the two is whose cannot be told).
     for (name, cluster) in [
@@ -116,9 +90,7 @@ async fn a_lost_start_without_idempotency_key_is_found_not_resent() {
         ("twin-a", json!({})),
         ("twin-b", json!({})),
     ] {
-        operation(
-            &env,
-            name,
+        start_operation(&env, name,
             "redpanda",
             json!({
                 "path": "v1/clusters",
@@ -211,16 +183,14 @@ fn path_of(url: &str) -> String {
 #[tokio::test]
 async fn compute_long_poll_sees_completion_at_once_with_far_fewer_requests() {
     let env = TestEnv::new("compute").await;
-    provider_with(
-        &env,
+    env.provider(
         "compute",
         "compute",
         "/compute/v1",
         json!({"compute": {"requestIdParameter": "requestId"}}),
     )
     .await;
-    provider_with(
-        &env,
+    env.provider(
         "compute-wait",
         "compute",
         "/compute/v1",
@@ -228,7 +198,7 @@ async fn compute_long_poll_sees_completion_at_once_with_far_fewer_requests() {
     )
     .await;
     for (name, provider) in [("plain", "compute"), ("waited", "compute-wait")] {
-        operation(
+        start_operation(
             &env,
             name,
             provider,
@@ -299,7 +269,7 @@ async fn compute_long_poll_sees_completion_at_once_with_far_fewer_requests() {
 #[tokio::test]
 async fn azure_put_polls_the_async_monitor_then_reads_the_resource() {
     let env = TestEnv::new("azure").await;
-    provider(&env, "azure", "azure", "/azure").await;
+    env.provider("azure", "azure", "/azure", json!({})).await;
     let resource =
         "subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
     let manifest = json!({
@@ -363,8 +333,9 @@ async fn azure_put_polls_the_async_monitor_then_reads_the_resource() {
 #[tokio::test]
 async fn aws_cloud_control_creates_a_resource_and_records_its_model() {
     let env = TestEnv::new("aws").await;
-    provider(&env, "aws", "awsCloudControl", "/aws").await;
-    operation(
+    env.provider("aws", "awsCloudControl", "/aws", json!({}))
+        .await;
+    start_operation(
         &env,
         "log-group",
         "aws",
@@ -429,17 +400,17 @@ fn generic_http(succeeded: &str) -> Value {
 async fn http_jobs_are_read_through_the_providers_cel_expressions() {
     let env = TestEnv::new("http").await;
     let generic = json!({"http": generic_http("body.status == 'done'")});
-    provider_with(&env, "generic", "http", "/generic", generic).await;
+    env.provider("generic", "http", "/generic", generic).await;
     let broken = json!({"http": generic_http("body.status ==")});
-    provider_with(&env, "broken", "http", "/generic", broken).await;
-    operation(
+    env.provider("broken", "http", "/generic", broken).await;
+    start_operation(
         &env,
         "report",
         "generic",
         json!({"path": "jobs", "body": {"name": "q3", "simulate": {"durationSeconds": 4}}}),
     )
     .await;
-    operation(
+    start_operation(
         &env,
         "export",
         "generic",
@@ -447,7 +418,7 @@ async fn http_jobs_are_read_through_the_providers_cel_expressions() {
             "outcome": "error", "errorMessage": "disk full"}}}),
     )
     .await;
-    operation(&env, "never", "broken", json!({"path": "jobs"})).await;
+    start_operation(&env, "never", "broken", json!({"path": "jobs"})).await;
 
     let op = env.wait_phase("report", Phase::Succeeded, WAIT).await;
     let status = status_of(&op);

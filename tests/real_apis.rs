@@ -17,40 +17,6 @@ use support::{TestEnv, status_of};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-/// Applies an `OperationProvider` `name` for `protocol` at `prefix` under the simulator, with
-/// `extra` merged into its spec.
-async fn provider(env: &TestEnv, name: &str, protocol: &str, prefix: &str, extra: Value) {
-    let mut manifest = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "OperationProvider",
-        "metadata": {"name": name},
-        "spec": {
-            "baseURL": format!("{}{prefix}", env.sim_url()),
-            "protocol": protocol,
-            "allowPrivateNetworks": true,
-            "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
-        },
-    });
-    if let (Some(spec), Some(extra)) = (manifest["spec"].as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    env.apply(&manifest.to_string()).await.assert_ok();
-}
-
-/// Applies a `LongRunningOperation` `name` on `provider` with `spec` merged in.
-async fn operation(env: &TestEnv, name: &str, provider: &str, spec: Value) {
-    let mut manifest = json!({
-        "apiVersion": "lro.dev/v1alpha1",
-        "kind": "LongRunningOperation",
-        "metadata": {"name": name},
-        "spec": {"providerRef": {"name": provider}},
-    });
-    if let (Some(s), Some(extra)) = (manifest["spec"].as_object_mut(), spec.as_object()) {
-        s.extend(extra.clone());
-    }
-    env.apply(&manifest.to_string()).await.assert_ok();
-}
-
 /// The simulator's logged requests whose path starts with `prefix`.
 async fn requests(env: &TestEnv, prefix: &str) -> Vec<Value> {
     env.sim_stats().await["requests"]
@@ -74,9 +40,9 @@ fn reason(op: &lro_operator::api::LongRunningOperation, kind: &str) -> String {
 #[tokio::test]
 async fn deployment_manager_links_on_googles_host_are_polled_at_the_base_url() {
     let env = TestEnv::new("dm-links").await;
-    provider(&env, "dm", "compute", "/deploymentmanager/v2", json!({})).await;
-    operation(
-        &env,
+    env.provider("dm", "compute", "/deploymentmanager/v2", json!({}))
+        .await;
+    env.operation(
         "deploy",
         "dm",
         json!({"start": {"path": "projects/demo/global/deployments",
@@ -124,17 +90,14 @@ async fn deployment_manager_links_on_googles_host_are_polled_at_the_base_url() {
 #[tokio::test]
 async fn compute_engine_sends_its_request_id_and_follows_its_links_home() {
     let env = TestEnv::new("compute-links").await;
-    provider(
-        &env,
+    env.provider(
         "gce",
         "compute",
         "/compute/v1",
         json!({"compute": {"requestIdParameter": "requestId"}}),
     )
     .await;
-    operation(
-        &env,
-        "vm",
+    env.operation("vm",
         "gce",
         json!({"start": {"path": "projects/demo/zones/us-central1-a/instances",
                          "body": {"name": "vm-1", "simulate": {"durationSeconds": 2, "warnings": true}}}}),
@@ -168,9 +131,9 @@ async fn compute_engine_sends_its_request_id_and_follows_its_links_home() {
 async fn a_service_management_rollout_starts_without_a_request_id() {
     let env = TestEnv::new("rollout").await;
     // Service Management as a user sets it up: protocol google, no requestIdParameter.
-    provider(&env, "servicemanagement", "google", "/v1", json!({})).await;
-    operation(
-        &env,
+    env.provider("servicemanagement", "google", "/v1", json!({}))
+        .await;
+    env.operation(
         "rollout",
         "servicemanagement",
         json!({"start": {"path": "services/demo.endpoints.example.com/rollouts",
@@ -197,16 +160,14 @@ async fn a_service_management_rollout_starts_without_a_request_id() {
     assert!(creates[0]["query"].is_null(), "no requestId: {creates:#?}");
 
     // A provider told to send one is refused by the method, with Google's own words.
-    provider(
-        &env,
+    env.provider(
         "with-id",
         "google",
         "/v1",
         json!({"google": {"requestIdParameter": "requestId"}}),
     )
     .await;
-    operation(
-        &env,
+    env.operation(
         "refused",
         "with-id",
         json!({"start": {"path": "services/demo.endpoints.example.com/rollouts", "body": {}}}),
@@ -221,10 +182,9 @@ async fn a_service_management_rollout_starts_without_a_request_id() {
 #[tokio::test]
 async fn a_lost_google_start_without_a_request_id_says_what_was_lost() {
     let env = TestEnv::new("google-lost").await;
-    provider(&env, "servicemanagement", "google", "/v1", json!({})).await;
-    operation(
-        &env,
-        "lost",
+    env.provider("servicemanagement", "google", "/v1", json!({}))
+        .await;
+    env.operation("lost",
         "servicemanagement",
         json!({"start": {"path": "services/demo.endpoints.example.com/rollouts",
                          "body": {"simulate": {"durationSeconds": 60, "startFaults": [{"kind": "reset"}]}}}}),
@@ -245,18 +205,15 @@ async fn a_lost_google_start_without_a_request_id_says_what_was_lost() {
 #[tokio::test]
 async fn resource_not_ready_keeps_polling_while_running_and_fails_once_done() {
     let env = TestEnv::new("not-ready").await;
-    provider(&env, "gce", "compute", "/compute/v1", json!({})).await;
-    operation(
-        &env,
-        "waits",
+    env.provider("gce", "compute", "/compute/v1", json!({}))
+        .await;
+    env.operation("waits",
         "gce",
         json!({"start": {"path": "projects/demo/global/networks",
                          "body": {"name": "n1", "simulate": {"durationSeconds": 3, "notReadySeconds": 1.5}}}}),
     )
     .await;
-    operation(
-        &env,
-        "done-not-ready",
+    env.operation("done-not-ready",
         "gce",
         json!({"start": {"path": "projects/demo/global/networks",
                          "body": {"name": "n2", "simulate": {"durationSeconds": 1, "outcome": "error",
@@ -275,15 +232,15 @@ async fn resource_not_ready_keeps_polling_while_running_and_fails_once_done() {
 #[tokio::test]
 async fn gke_operations_are_read_as_gke_writes_them() {
     let env = TestEnv::new("gke").await;
-    provider(&env, "gke", "gke", "/container/v1", json!({})).await;
+    env.provider("gke", "gke", "/container/v1", json!({})).await;
     let create = |name: &str, seconds: f64| {
         json!({"start": {"path": "projects/demo/locations/us-central1-a/clusters",
                          "body": {"cluster": {"name": name}, "simulate": {"durationSeconds": seconds}}}})
     };
-    operation(&env, "cluster", "gke", create("c1", 3.0)).await;
+    env.operation("cluster", "gke", create("c1", 3.0)).await;
     let mut cancelled = create("c2", 120.0);
     cancelled["cancel"] = json!(false);
-    operation(&env, "cancelled", "gke", cancelled.clone()).await;
+    env.operation("cancelled", "gke", cancelled.clone()).await;
     let op = env.wait_phase("cluster", Phase::Succeeded, WAIT).await;
     let status = status_of(&op);
     assert_eq!(status.progress, Some(100));
@@ -298,7 +255,7 @@ async fn gke_operations_are_read_as_gke_writes_them() {
     })
     .await;
     cancelled["cancel"] = json!(true);
-    operation(&env, "cancelled", "gke", cancelled).await;
+    env.operation("cancelled", "gke", cancelled).await;
     let op = env.wait_phase("cancelled", Phase::Cancelled, WAIT).await;
     assert_eq!(
         status_of(&op).error.as_ref().map(|e| e.code.as_str()),
@@ -320,10 +277,8 @@ async fn gke_operations_are_read_as_gke_writes_them() {
 #[tokio::test]
 async fn a_throttled_start_without_an_idempotency_key_is_resent_after_retry_after() {
     let env = TestEnv::new("throttled").await;
-    provider(&env, "rp", "redpanda", "/redpanda", json!({})).await;
-    operation(
-        &env,
-        "network",
+    env.provider("rp", "redpanda", "/redpanda", json!({})).await;
+    env.operation("network",
         "rp",
         json!({"start": {"path": "v1/networks",
                          "body": {"network": {"name": "n1"}, "simulate": {"durationSeconds": 1,
@@ -358,9 +313,8 @@ async fn a_throttled_start_without_an_idempotency_key_is_resent_after_retry_afte
 #[tokio::test]
 async fn a_lost_redpanda_start_is_found_upstream_instead_of_failing() {
     let env = TestEnv::new("rp-recover").await;
-    provider(&env, "rp", "redpanda", "/redpanda", json!({})).await;
-    operation(
-        &env,
+    env.provider("rp", "redpanda", "/redpanda", json!({})).await;
+    env.operation(
         "cluster",
         "rp",
         json!({"start": {"path": "v1/clusters",
@@ -409,9 +363,7 @@ async fn a_lost_redpanda_start_is_found_upstream_instead_of_failing() {
 #[tokio::test]
 async fn error_causes_are_kept_with_their_details() {
     let env = TestEnv::new("details").await;
-    operation(
-        &env,
-        "quota",
+    env.operation("quota",
         support::PROVIDER,
         json!({"start": {"path": "projects/demo/clusters",
                          "body": {"simulate": {"durationSeconds": 1, "outcome": "error", "errorCode": 8,
@@ -445,10 +397,8 @@ async fn error_causes_are_kept_with_their_details() {
 #[tokio::test]
 async fn an_arm_deployment_failure_names_its_innermost_cause() {
     let env = TestEnv::new("arm-cause").await;
-    provider(&env, "arm", "azure", "/azure", json!({})).await;
-    operation(
-        &env,
-        "storage",
+    env.provider("arm", "azure", "/azure", json!({})).await;
+    env.operation("storage",
         "arm",
         json!({"start": {"method": "PUT",
             "path": "subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/demo/providers/Microsoft.Storage/storageAccounts/taken",
@@ -487,10 +437,9 @@ async fn the_timeout_holds_while_the_provider_cannot_be_used_and_by_default() {
     let mut env = TestEnv::new("timeouts").await;
     // The provider goes away while the operation runs: it waits for it, but not past its own
     // deadline (the operation's spec.polling, not a default policy, still applies).
-    provider(&env, "going", "google", "/v1", json!({})).await;
+    env.provider("going", "google", "/v1", json!({})).await;
     let upstream = env.sim_adoptable(json!({"durationSeconds": 3600})).await;
-    operation(
-        &env,
+    env.operation(
         "orphan",
         "going",
         json!({"operation": {"name": upstream}, "polling": {"timeout": "6s"}}),
@@ -510,8 +459,7 @@ async fn the_timeout_holds_while_the_provider_cannot_be_used_and_by_default() {
     // Without any timeout set, the operator's default applies.
     env.restart_operator_with(&["--default-timeout", "3s"])
         .await;
-    operation(
-        &env,
+    env.operation(
         "forever",
         support::PROVIDER,
         json!({"start": {"path": "projects/demo/clusters",
@@ -525,27 +473,24 @@ async fn the_timeout_holds_while_the_provider_cannot_be_used_and_by_default() {
 #[tokio::test]
 async fn kubectl_get_shows_the_handle_of_every_protocol() {
     let env = TestEnv::new("handles").await;
-    provider(&env, "rp", "redpanda", "/redpanda", json!({})).await;
-    provider(&env, "gce", "compute", "/compute/v1", json!({})).await;
+    env.provider("rp", "redpanda", "/redpanda", json!({})).await;
+    env.provider("gce", "compute", "/compute/v1", json!({}))
+        .await;
     let google = env.sim_adoptable(json!({"durationSeconds": 60})).await;
-    operation(
-        &env,
+    env.operation(
         "by-name",
         support::PROVIDER,
         json!({"operation": {"name": google}}),
     )
     .await;
-    operation(
-        &env,
+    env.operation(
         "by-id",
         "rp",
         json!({"start": {"path": "v1/networks", "body": {"network": {"name": "n"},
                          "simulate": {"durationSeconds": 60}}}}),
     )
     .await;
-    operation(
-        &env,
-        "by-url",
+    env.operation("by-url",
         "gce",
         json!({"operation": {"url": "https://www.googleapis.com/compute/v1/projects/demo/global/operations/operation-unknown"}}),
     )

@@ -43,8 +43,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, lose};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
 use super::surface::Surface;
@@ -276,13 +275,10 @@ async fn start(state: &SimState, action: &str, body: &[u8]) -> Response {
             (name, None)
         } else {
             let key = format!("{action}\n{}", String::from_utf8_lossy(body));
-            let attempt = store.start_attempt(&key);
-            let fault = start_fault(&script.start_faults, attempt);
-            if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-                store.rejected_creates += 1;
-                drop(store);
-                return misanswer(fault, &CloudControl, now);
-            }
+            let fault = match admit_start(&mut store, &key, &script, &CloudControl, now) {
+                Ok(fault) => fault,
+                Err(refusal) => return *refusal,
+            };
             if let Some(status) = script.start_status {
                 store.rejected_creates += 1;
                 let (http, code) = error_of_http(status);

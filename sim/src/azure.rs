@@ -50,8 +50,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, lose};
 use super::render::{progress_percentage, rfc3339};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
@@ -329,13 +328,10 @@ async fn start(
                 uri.query().unwrap_or_default(),
                 String::from_utf8_lossy(body)
             );
-            let attempt = store.start_attempt(&key);
-            let fault = start_fault(&script.start_faults, attempt);
-            if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-                store.rejected_creates += 1;
-                drop(store);
-                return one_retry_after(misanswer(fault, &surface, now));
-            }
+            let fault = match admit_start(&mut store, &key, &script, &surface, now) {
+                Ok(fault) => fault,
+                Err(refusal) => return one_retry_after(*refusal),
+            };
             if let Some(status) = script.start_status {
                 store.rejected_creates += 1;
                 let http = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

@@ -37,8 +37,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, answer_start};
 use super::render::{progress_percentage, rfc3339, status_name, unknown_query_parameter};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
@@ -247,17 +246,20 @@ async fn create(
             store.duplicate_creates += 1;
             return Json(answer).into_response();
         }
-        let attempt = store.start_attempt(&format!(
-            "{}{path}?{query}\n{}",
-            api.prefix(),
-            String::from_utf8_lossy(body)
-        ));
-        let fault = start_fault(&script.start_faults, attempt);
-        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-            store.rejected_creates += 1;
-            drop(store);
-            return misanswer(fault, &surface, now);
-        }
+        let fault = match admit_start(
+            &mut store,
+            &format!(
+                "{}{path}?{query}\n{}",
+                api.prefix(),
+                String::from_utf8_lossy(body)
+            ),
+            &script,
+            &surface,
+            now,
+        ) {
+            Ok(fault) => fault,
+            Err(refusal) => return *refusal,
+        };
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
             let http = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -295,24 +297,7 @@ async fn create(
         store.add_alias(alias(api, &shown), &internal);
         (internal, fault)
     };
-    // The operation exists before the answer is sent (a client may die while waiting).
-    if script.start_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
-    }
-    let now = state.now_ms();
-    let normal = match state.store().get_mut(&name) {
-        Some(op) => Json(operation_json(op, now)).into_response(),
-        None => {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "operation vanished (reset)",
-            );
-        }
-    };
-    match fault {
-        Some(fault) => lose(&fault, normal, &surface, now).await,
-        None => normal,
-    }
+    answer_start(state, &name, script.start_delay_ms, fault, &surface).await
 }
 
 /// `projects/p/zones/z` of `projects/p/zones/z/instances[/name]` (or `regions/r`, `global`;

@@ -43,8 +43,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::fault_plan::Fault;
-use crate::state::SimState;
+use crate::fault_plan::{Fault, start_fault};
+use crate::script::Script;
+use crate::state::{SimState, Store};
 use crate::surface::Surface;
 
 /// The size of one chunk of a `hugeBody`.
@@ -150,6 +151,54 @@ pub fn misanswer(fault: &Fault, surface: &dyn Surface, now_ms: u64) -> Response 
             StatusCode::INTERNAL_SERVER_ERROR,
             "simulator: this fault has no answer of its own here",
         ),
+    }
+}
+
+/// Counts a start request with this `key` (its path, query and body) and applies the script's
+/// start faults to it: `Err(answer)` when the fault refuses it (nothing is to be created), else
+/// the fault, if any, that will lose the answer of the start once processed ([`lose`]).
+pub fn admit_start(
+    store: &mut Store,
+    key: &str,
+    script: &Script,
+    surface: &dyn Surface,
+    now_ms: u64,
+) -> Result<Option<Fault>, Box<Response>> {
+    let attempt = store.start_attempt(key);
+    let fault = start_fault(&script.start_faults, attempt);
+    if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
+        store.rejected_creates += 1;
+        return Err(Box::new(misanswer(fault, surface, now_ms)));
+    }
+    Ok(fault)
+}
+
+/// The answer to a start that created the operation `name`, for APIs that answer a create with
+/// the operation itself: after `delay_ms` (the operation exists before the answer is sent: a
+/// client that dies meanwhile must find it again), the operation as `surface` shows it, or what
+/// the start's `fault` makes of that answer.
+pub async fn answer_start(
+    state: &SimState,
+    name: &str,
+    delay_ms: u64,
+    fault: Option<Fault>,
+    surface: &dyn Surface,
+) -> Response {
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    let now = state.now_ms();
+    let normal = match state.store().get_mut(name) {
+        Some(op) => surface.operation(op, now),
+        // Only reachable if `/sim/reset` ran during the start delay.
+        None => surface.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "operation vanished (reset)",
+        ),
+    };
+    match fault {
+        Some(fault) => lose(&fault, normal, surface, now).await,
+        None => normal,
     }
 }
 

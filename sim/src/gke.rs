@@ -16,8 +16,6 @@
 //! stage metrics `CLUSTER_CONFIGURING`, `CLUSTER_DEPLOYING`, `CLUSTER_HEALTHCHECKING` (each
 //! with its `_TOTAL`) advancing, then `DONE`. Starts take the script's `startFaults`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,8 +23,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, answer_start};
 use super::render::{error_response, rfc3339, rpc_status, unknown_query_parameter};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState};
@@ -182,16 +179,19 @@ async fn create(
     };
     let (name, fault) = {
         let mut store = state.store();
-        let attempt = store.start_attempt(&format!(
-            "/container/v1/{path}?{query}\n{}",
-            String::from_utf8_lossy(body)
-        ));
-        let fault = start_fault(&script.start_faults, attempt);
-        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-            store.rejected_creates += 1;
-            drop(store);
-            return misanswer(fault, &GkeSurface, now);
-        }
+        let fault = match admit_start(
+            &mut store,
+            &format!(
+                "/container/v1/{path}?{query}\n{}",
+                String::from_utf8_lossy(body)
+            ),
+            &script,
+            &GkeSurface,
+            now,
+        ) {
+            Ok(fault) => fault,
+            Err(refusal) => return *refusal,
+        };
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
             let http = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -207,23 +207,7 @@ async fn create(
         store.add_alias(alias(&shown), &internal);
         (internal, fault)
     };
-    if script.start_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
-    }
-    let now = state.now_ms();
-    let normal = match state.store().get_mut(&name) {
-        Some(op) => Json(operation_json(op, now)).into_response(),
-        None => {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "operation vanished (reset)",
-            );
-        }
-    };
-    match fault {
-        Some(fault) => lose(&fault, normal, &GkeSurface, now).await,
-        None => normal,
-    }
+    answer_start(state, &name, script.start_delay_ms, fault, &GkeSurface).await
 }
 
 /// `operation-{ms}-{hex}`, as GKE names its operations.

@@ -1,7 +1,5 @@
 //! The AIP-151 HTTP/JSON surface under `/v1`: create, get, list and cancel operations.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -10,8 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, answer_start};
 use super::render::{
     GoogleSurface, error_response, not_found, operation_json, rfc3339, shown_name,
     unknown_query_parameter,
@@ -128,16 +125,16 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
             store.duplicate_creates += 1;
             return Json(body).into_response();
         }
-        let attempt = store.start_attempt(&format!(
-            "{parent}?{query}\n{}",
-            String::from_utf8_lossy(body)
-        ));
-        let fault = start_fault(&script.start_faults, attempt);
-        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-            store.rejected_creates += 1;
-            drop(store);
-            return misanswer(fault, &GoogleSurface, now);
-        }
+        let fault = match admit_start(
+            &mut store,
+            &format!("{parent}?{query}\n{}", String::from_utf8_lossy(body)),
+            &script,
+            &GoogleSurface,
+            now,
+        ) {
+            Ok(fault) => fault,
+            Err(refusal) => return *refusal,
+        };
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
             drop(store);
@@ -177,29 +174,7 @@ async fn create(state: &SimState, parent: &str, query: &str, body: &[u8]) -> Res
         }
         (internal, fault)
     };
-    // The operation exists before the answer is sent: a client that dies while waiting here
-    // must find it again by `requestId`.
-    if script.start_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(script.start_delay_ms)).await;
-    }
-    let now = state.now_ms();
-    let normal = {
-        let mut store = state.store();
-        match store.get_mut(&name) {
-            Some(op) => Json(operation_json(op, now)).into_response(),
-            // Only reachable if `/sim/reset` ran during the start delay.
-            None => {
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "operation vanished (reset)",
-                );
-            }
-        }
-    };
-    match fault {
-        Some(fault) => lose(&fault, normal, &GoogleSurface, now).await,
-        None => normal,
-    }
+    answer_start(state, &name, script.start_delay_ms, fault, &GoogleSurface).await
 }
 
 /// Splits a create body into the resource spec and its script (`simulate` removed).

@@ -26,8 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::fault_plan::start_fault;
-use super::faults::{self, lose, misanswer, refuses};
+use super::faults::{self, admit_start, lose};
 use super::render::progress_percentage;
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
@@ -128,17 +127,20 @@ async fn create(
             store.duplicate_creates += 1;
             return answer;
         }
-        let attempt = store.start_attempt(&format!(
-            "{collection}?{}\n{}",
-            query.unwrap_or_default(),
-            String::from_utf8_lossy(body)
-        ));
-        let fault = start_fault(&script.start_faults, attempt);
-        if let Some(fault) = fault.as_ref().filter(|f| refuses(f)) {
-            store.rejected_creates += 1;
-            drop(store);
-            return misanswer(fault, &Jobs { id: "" }, now);
-        }
+        let fault = match admit_start(
+            &mut store,
+            &format!(
+                "{collection}?{}\n{}",
+                query.unwrap_or_default(),
+                String::from_utf8_lossy(body)
+            ),
+            &script,
+            &Jobs { id: "" },
+            now,
+        ) {
+            Ok(fault) => fault,
+            Err(refusal) => return *refusal,
+        };
         if let Some(status) = script.start_status {
             store.rejected_creates += 1;
             let http = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

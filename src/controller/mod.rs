@@ -14,6 +14,8 @@ mod reconcile;
 mod requests;
 mod secret_reader;
 mod status;
+#[cfg(test)]
+mod tests;
 pub mod workflow;
 
 use std::collections::HashMap;

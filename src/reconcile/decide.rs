@@ -693,7 +693,7 @@ impl Decider<'_> {
             details: vec![],
         });
         let message = format!(
-            "the operation did not finish within spec.polling.timeout ({}); the upstream operation was not cancelled",
+            "the operation did not finish within its timeout of {} (spec.polling.timeout, else its provider's, else the operator's --default-timeout); the upstream operation was not cancelled",
             format_duration(timeout)
         );
         Some(self.finish(Phase::Failed, "Timeout", message))

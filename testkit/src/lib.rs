@@ -7,6 +7,8 @@ mod cluster;
 pub mod health;
 pub mod helm;
 pub mod leader;
+pub mod metrics;
+pub mod process;
 mod status_log;
 
 pub use bins::{operator_bin, sim_bin};
@@ -29,6 +31,7 @@ use tokio::process::{Child, Command};
 
 pub use cluster::Output;
 use cluster::{Cluster, cluster};
+pub use metrics::samples;
 use status_log::StatusLog;
 pub use status_log::Write;
 
@@ -269,6 +272,41 @@ impl TestEnv {
             .await
     }
 
+    /// Applies an `OperationProvider` `name` speaking `protocol` at `prefix` under this
+    /// environment's simulator (loopback allowed, polled from 500 ms up to 2 s), with `extra`
+    /// merged into its spec.
+    pub async fn provider(&self, name: &str, protocol: &str, prefix: &str, extra: Value) {
+        let mut manifest = json!({
+            "apiVersion": "lro.dev/v1alpha1",
+            "kind": "OperationProvider",
+            "metadata": {"name": name},
+            "spec": {
+                "baseURL": format!("{}{prefix}", self.sim_url),
+                "protocol": protocol,
+                "allowPrivateNetworks": true,
+                "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
+            },
+        });
+        if let (Some(spec), Some(extra)) = (manifest["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        self.apply(&manifest.to_string()).await.assert_ok();
+    }
+
+    /// Applies a `LongRunningOperation` `name` on `provider`, with `spec` merged into its spec.
+    pub async fn operation(&self, name: &str, provider: &str, spec: Value) {
+        let mut manifest = json!({
+            "apiVersion": "lro.dev/v1alpha1",
+            "kind": "LongRunningOperation",
+            "metadata": {"name": name},
+            "spec": {"providerRef": {"name": provider}},
+        });
+        if let (Some(s), Some(extra)) = (manifest["spec"].as_object_mut(), spec.as_object()) {
+            s.extend(extra.clone());
+        }
+        self.apply(&manifest.to_string()).await.assert_ok();
+    }
+
     /// Every status the operator wrote to `name` since the environment was created, in order.
     pub fn status_writes(&self, name: &str) -> Vec<Write> {
         self.status_log.writes(name)
@@ -421,24 +459,6 @@ fn suffix() -> String {
             let digit = (n % 36) as u32;
             n /= 36;
             char::from_digit(digit, 36).unwrap_or('x')
-        })
-        .collect()
-}
-
-/// The value of every sample of `name` whose labels include all of `labels` (`key="value"`).
-pub fn samples(text: &str, name: &str, labels: &[&str]) -> Vec<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let have: Vec<&str> = rest.split(',').collect();
-            (metric == name && labels.iter().all(|l| have.contains(l)))
-                .then(|| value.parse().ok())
-                .flatten()
         })
         .collect()
 }
