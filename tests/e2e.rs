@@ -1,5 +1,5 @@
-//! End-to-end tests: a real kube-apiserver + etcd, the real `lro-operator` binary (operator and
-//! simulator) as separate processes, real `kubectl`. See `tests/support` for the harness.
+//! End-to-end tests: a real kube-apiserver + etcd, the real `lro-operator` and `lro-sim` binaries
+//! as separate processes, real `kubectl`. See `testkit/` for the harness.
 //!
 //! Run with `cargo test --test e2e -- --test-threads=2`. Without `LRO_E2E_KUBECONFIG` the harness
 //! runs `hack/control-plane up --dir $TMPDIR/lro-e2e` (reused by later runs; stop it with

@@ -1,5 +1,5 @@
 //! An upstream that misbehaves: one end-to-end test per simulator fault mode (see
-//! `src/sim/faults.rs`), against the real apiserver, the simulator and the operator.
+//! `sim/src/faults.rs`), against the real apiserver, the simulator and the operator.
 //!
 //! Each test adopts a simulated operation whose GETs are scripted to fail in a given way, polled on
 //! a fixed 500 ms schedule, and checks that a failed poll never changes the phase, that the

@@ -1,5 +1,5 @@
 //! Leader election and failover, end to end: two `lro-operator run` replicas compete for a Lease
-//! in the test namespace; only the holder polls and starts. See `tests/support` for the harness.
+//! in the test namespace; only the holder polls and starts. See `testkit/` for the harness.
 //!
 //! Run with `cargo test --test leader`. Like `tests/e2e.rs`, it uses `LRO_E2E_KUBECONFIG` or
 //! starts a shared control plane; the apiserver-restart test starts a control plane of its own
