@@ -135,7 +135,7 @@ const QUERY_PARAMETER_RULE: &str = "self.matches('^[A-Za-z_][A-Za-z0-9_.]*$')";
 pub struct GoogleOptions {
     /// The query parameter that carries the operation's request id (its idempotency key, AIP-155)
     /// on the start request, e.g. `requestId`. Set it only for APIs whose create methods declare
-    /// that parameter (Cloud SQL Admin, AlloyDB, Filestore, …): Google's front ends refuse a query
+    /// that parameter (AlloyDB, Network Connectivity, Datastream, …): Google's front ends refuse a query
     /// parameter the method does not declare with `400 Cannot bind query parameter`, and
     /// Service Management, GKE and Deployment Manager declare none. Absent (the default): no
     /// request id is sent, so a start whose answer is lost (a timeout, a 500, a restart between

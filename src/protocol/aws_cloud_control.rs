@@ -14,7 +14,8 @@
 //! `ResourceModel` as the result; `FAILED` fails with `ErrorCode` verbatim as the provider code
 //! and `StatusMessage` as the message; `CANCEL_COMPLETE` is cancelled. `Identifier` is the
 //! resource id. There is no progress. Throttling errors (`ThrottlingException`, …, answered with
-//! HTTP 400) are transient, never a refusal. Requests are not signed yet (SigV4 comes with auth).
+//! HTTP 400) are transient, never a refusal; a throttled start was not processed and is resent.
+//! Requests are SigV4-signed when the provider has `auth.awsSigV4`.
 
 use serde_json::{Map, Value, json};
 

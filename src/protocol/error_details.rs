@@ -272,11 +272,16 @@ pub fn google_throttled(error: &OperationError) -> bool {
 /// A `google.rpc.Status` as an operation's error: `code` its name (`UNKNOWN` for a missing
 /// code or `OK`, which a failed operation cannot carry), `providerCode` the number.
 pub fn status_error(status: &Value) -> OperationError {
-    let number = status.get("code").and_then(Value::as_i64);
+    // A number, or (Redpanda) its name; a number written as a string is a number.
     let named = status
         .get("code")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty());
+    let number = status
+        .get("code")
+        .and_then(Value::as_i64)
+        .or_else(|| named.and_then(|s| s.trim().parse::<i64>().ok()));
+    let named = named.filter(|s| s.parse::<i64>().is_err() && *s != "OK");
     let code = match (number, named) {
         (Some(0) | None, None) => "UNKNOWN".to_owned(),
         (Some(n), _) => rpc_code_name(n).to_owned(),

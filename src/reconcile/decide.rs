@@ -671,7 +671,10 @@ impl Decider<'_> {
         self.status.completed_at = Some(time(self.input.now));
         self.status.message = Some(message.clone());
         self.conditions(reason, &message);
-        self.notice(phase != Phase::Succeeded, reason, message);
+        // A cancel the user asked for is no warning.
+        let expected =
+            phase == Phase::Succeeded || (phase == Phase::Cancelled && self.cancel_wanted());
+        self.notice(!expected, reason, message);
         Action::Wait(None)
     }
 
