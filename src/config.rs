@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::parse_duration;
 use crate::reconcile::policy::Defaults;
 use crate::reconcile::{DEFAULT_MAX_STATUS_RESULT, Schedule};
-use crate::upstream::{AddressPolicy, ClientSettings, DEFAULT_MAX_BODY};
+use crate::upstream::{AddressPolicy, ClientSettings, DEFAULT_MAX_BODY, UrlScope};
 
 /// Flags of `lro-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// the upstream; with slow upstreams and thousands of operations, more may be needed).
     #[arg(long, default_value_t = 128)]
     pub concurrency: u16,
+    /// Upstream requests one namespace may have in flight at once; a namespace over it waits
+    /// (its reconcile frees the worker and comes back within two seconds), so that a slow
+    /// upstream in one namespace does not hold every worker. 0: a quarter of `--concurrency`.
+    #[arg(long, default_value_t = 0)]
+    pub namespace_concurrency: u16,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -66,8 +71,9 @@ pub struct RunArgs {
     /// the bound address is logged as `health server listening on ADDR`).
     #[arg(long, env = "LRO_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: std::net::SocketAddr,
-    /// Allow every provider to reach loopback and private addresses (as if each had
-    /// `spec.allowPrivateNetworks: true`). Link-local and cloud-metadata addresses stay refused.
+    /// Allow every provider to reach loopback and private addresses (a cluster admin's decision:
+    /// a namespaced provider cannot open them itself). Link-local and cloud-metadata addresses
+    /// stay refused.
     #[arg(long, env = "LRO_ALLOW_PRIVATE_NETWORKS")]
     pub allow_private_networks: bool,
     /// The operator's own namespace, where `ClusterOperationProvider`s' Secrets are read
@@ -170,6 +176,8 @@ pub struct Config {
     pub leader: LeaderArgs,
     /// Operations reconciled at once.
     pub concurrency: u16,
+    /// Upstream requests in flight per namespace (at least 1).
+    pub namespace_concurrency: usize,
     /// The health, metrics and readiness server.
     pub health_addr: SocketAddr,
     /// The admission webhook's address and certificate folder, when it runs.
@@ -214,9 +222,15 @@ impl Config {
                 policy: AddressPolicy {
                     allow_private: args.allow_private_networks,
                 },
+                // Each provider's dialect chooses (see `Dialect::url_scope`).
+                url_scope: UrlScope::BasePath,
             },
             leader,
             concurrency: args.concurrency,
+            namespace_concurrency: match args.namespace_concurrency {
+                0 => usize::from(args.concurrency / 4).max(1),
+                n => usize::from(n),
+            },
             health_addr: args.health_addr,
             webhook: args.webhook_addr.zip(args.webhook_cert_dir),
             log_json: args.log_json,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cel;
 pub mod config;
 pub mod controller;
+pub mod nesting;
 pub mod protocol;
 pub mod reconcile;
 pub mod telemetry;

@@ -64,7 +64,6 @@ async fn provider_at(env: &TestEnv, name: &str, base_url: &str, extra: Value) {
         "baseURL": base_url,
         "protocol": "google",
         "google": {"requestIdParameter": "requestId"},
-        "allowPrivateNetworks": true,
         "polling": {"initialInterval": "500ms", "maxInterval": "1s"},
     });
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
@@ -427,8 +426,9 @@ async fn oauth2_tokens_are_refreshed_before_expiry_and_once_after_a_401() {
     assert_eq!(status_of(&op).phase, Some(Phase::Succeeded));
 }
 
-/// A changed Secret is used by the next request, without a restart: once the new token has
-/// been seen upstream the old one never is again, and the upstream can drop it.
+/// A changed Secret is used without a restart (re-read every 20 s: Secrets are not watched, so
+/// that the operator needs no `list`/`watch` on them): once the new token has been seen upstream
+/// the old one never is again, and the upstream can drop it.
 #[tokio::test]
 async fn a_rotated_secret_is_used_without_a_restart() {
     let env = TestEnv::new("auth-rotate").await;
@@ -444,7 +444,7 @@ async fn a_rotated_secret_is_used_without_a_restart() {
     secret(&env, "token", &[("token", "token-old")]).await;
     let auth = json!({"bearerToken": {"secretKeyRef": {"name": "token", "key": "token"}}});
     provider(&env, "rotating", json!({"auth": auth})).await;
-    operation(&env, "long", json!({"name": "rotating"}), 12.0).await;
+    operation(&env, "long", json!({"name": "rotating"}), 30.0).await;
     env.wait_phase("long", Phase::Running, WAIT).await;
     let pid = env.operator_pid();
     secret(&env, "token", &[("token", "token-new")]).await;
@@ -531,12 +531,14 @@ async fn tls_with_a_test_ca_and_mutual_tls() {
     assert!(message.contains("spec.tls.caBundle"), "{message}");
 }
 
-/// Link-local and metadata addresses are refused (even with private networks allowed) before
-/// any connection; loopback needs the explicit opt-in.
+/// Link-local and metadata addresses are refused before any connection; loopback needs a
+/// cluster admin's opt-in, which a tenant's own provider cannot give itself.
 #[tokio::test]
 async fn metadata_and_private_addresses_are_refused() {
     let mut env = TestEnv::new("auth-address").await;
     env.set_operator_log_filter("debug");
+    // The operator as installed: no `--allow-private-networks`.
+    env.set_private_networks(false);
     env.restart_operator_with(&[]).await;
     provider_at(
         &env,
@@ -565,6 +567,19 @@ async fn metadata_and_private_addresses_are_refused() {
         provider_ready(&env, "operationprovider", "metadata", |s, _| s == "False").await;
     assert_eq!(reason, "AddressNotAllowed");
     assert_eq!(phase(&env, "to-metadata").await, Some(Phase::Pending));
+    // A tenant's provider cannot open private networks for itself: the API server refuses it.
+    let opened = json!({
+        "apiVersion": "lro.dev/v1alpha1", "kind": "OperationProvider", "metadata": {"name": "opened"},
+        "spec": {"baseURL": loopback, "protocol": "google", "allowPrivateNetworks": true},
+    });
+    let refused = env.apply(&opened.to_string()).await;
+    assert!(!refused.success, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("allowPrivateNetworks is a cluster admin's decision"),
+        "{refused}"
+    );
     let log = std::fs::read_to_string(env.operator_log_path()).expect("operator log");
     assert!(
         log.contains("connecting to 127.0.0.1"),
@@ -605,7 +620,6 @@ async fn namespaces_are_a_boundary() {
         "apiVersion": "lro.dev/v1alpha1", "kind": "ClusterOperationProvider",
         "metadata": {"name": cluster_name},
         "spec": {"baseURL": format!("{}/v1", a.sim_url()), "protocol": "google",
-                 "allowPrivateNetworks": true,
                  "polling": {"initialInterval": "500ms", "maxInterval": "1s"},
                  "allowedNamespaces": {"matchLabels": {"kubernetes.io/metadata.name": a.ns}}},
     });
@@ -632,7 +646,6 @@ async fn namespaces_are_a_boundary() {
             "apiVersion": "lro.dev/v1alpha1", "kind": "ClusterOperationProvider",
             "metadata": {"name": name},
             "spec": {"baseURL": format!("{}/v1", a.sim_url()), "protocol": "google",
-                     "allowPrivateNetworks": true,
                      "auth": {"bearerToken": {"secretKeyRef": {"name": secret, "key": "token"}}}},
         })
     };
@@ -656,6 +669,46 @@ async fn namespaces_are_a_boundary() {
         message.contains(&a.ns),
         "read from the operator's namespace: {message}"
     );
+    // Closed by default: without allowedNamespaces no namespace may use it.
+    operation(
+        &a,
+        "closed",
+        json!({"kind": "ClusterOperationProvider", "name": good}),
+        1.0,
+    )
+    .await;
+    let message = wait_reason(&a, "closed", "ProviderNotReady").await;
+    assert!(
+        message.contains("admits no namespace") && message.contains("allowedNamespaces"),
+        "{message}"
+    );
+    // `{}` admits every namespace; a tenant learns that the provider is not usable, not which
+    // Secret of the operator's namespace it lacks.
+    a.kubectl(&[
+        "patch",
+        "clusteroperationprovider",
+        &bad,
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"allowedNamespaces": {}}}"#,
+    ])
+    .await
+    .assert_ok();
+    operation(
+        &b,
+        "not-usable",
+        json!({"kind": "ClusterOperationProvider", "name": bad}),
+        1.0,
+    )
+    .await;
+    let message = wait_reason(&b, "not-usable", "ProviderNotReady").await;
+    assert!(message.contains("not usable"), "{message}");
+    for hidden in ["only-in-b", "SecretNotFound", "operator's namespace"] {
+        assert!(
+            !message.contains(hidden),
+            "{hidden:?} shown to a tenant: {message}"
+        );
+    }
     for name in [&cluster_name, &good, &bad] {
         a.kubectl(&["delete", "clusteroperationprovider", name, "--wait=false"])
             .await
@@ -755,9 +808,10 @@ async fn bad_input_gives_conditions_not_crashes() {
         s == "False"
     })
     .await;
+    // The author may not be able to read the Secret: its key names are not shown.
     assert!(
-        message.contains("wrong-key"),
-        "lists the keys there are: {message}"
+        message.contains("has no key") && !message.contains("wrong-key"),
+        "names the missing key, not the keys there are: {message}"
     );
 
     // An operation on it waits, saying why; fixing the Secret lets it run.

@@ -152,6 +152,8 @@ async fn rendered_objects_follow_the_values() {
         "Secret",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
     ];
     assert_eq!(kinds, expected.into_iter().collect(), "rendered kinds");
@@ -211,6 +213,10 @@ async fn rendered_objects_follow_the_values() {
         !args.iter().any(|a| a.starts_with("--namespace")),
         "watches all namespaces by default"
     );
+    assert!(
+        !args.iter().any(|a| a == "--allow-private-networks"),
+        "private networks are closed by default: {args:?}"
+    );
     let role = find(&defaults, "Role");
     assert_eq!(
         role["metadata"]["namespace"], "lro-system",
@@ -236,6 +242,8 @@ async fn rendered_objects_follow_the_values() {
         "--set=operator.polling.multiplier=2.5", // `--set` passes decimals as strings
         "--set=operator.polling.jitter=0.25",
         "--set=webhook.enabled=false",
+        "--set=operator.allowPrivateNetworks=true",
+        "--set=admissionPolicy.enabled=false",
     ])
     .await;
     let kinds: BTreeSet<&str> = custom
@@ -267,6 +275,10 @@ async fn rendered_objects_follow_the_values() {
     assert!(!args.iter().any(|a| a.starts_with("--lease-")), "{args:?}");
     assert!(args.iter().any(|a| a == "--multiplier=2.5"), "{args:?}");
     assert!(args.iter().any(|a| a == "--jitter=0.25"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a == "--allow-private-networks"),
+        "{args:?}"
+    );
     assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -275,12 +287,14 @@ async fn rendered_objects_follow_the_values() {
     let pdb = find(&custom, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert!(pdb["spec"].get("maxUnavailable").is_none(), "{pdb:#}");
-    // webhook.enabled=false: no webhook objects, arguments, port or volume.
+    // webhook.enabled=false: no webhook objects, arguments, port or volume; admissionPolicy off.
     for kind in [
         "ValidatingWebhookConfiguration",
         "Secret",
         "Certificate",
         "Issuer",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(!kinds.contains(kind), "{kind} rendered: {kinds:?}");
     }
@@ -605,6 +619,8 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
             &sys,
             &watch,
             "--set=webhook.enabled=false",
+            // The harness's simulator listens on loopback: the admin opens private networks.
+            "--set=operator.allowPrivateNetworks=true",
         ])
         .await
         .assert_ok();
@@ -917,9 +933,9 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         ("create", "events.events.k8s.io", &[elsewhere]),
         ("patch", "events.events.k8s.io", &[elsewhere]),
         ("get", "namespaces", &[]),
-        ("watch", "secrets", &[in_ns]),
+        ("get", "secrets", &[in_ns]),
         ("get", "secrets", &[in_sys]),
-        ("list", "configmaps", &[in_sys]),
+        ("get", "configmaps", &[in_sys]),
         ("create", "secrets", &[in_ns]),   // spec.outputs
         ("patch", "configmaps", &[in_ns]), // spec.outputs
         ("create", "leases.coordination.k8s.io", &[in_sys]),
@@ -931,6 +947,11 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
     let denied: &[(&str, &str, &[&str])] = &[
         ("get", "secrets", &[elsewhere]),
         ("list", "secrets", &[all]),
+        // Secrets and ConfigMaps are read by name only: never listed nor watched.
+        ("list", "secrets", &[in_ns]),
+        ("watch", "secrets", &[in_ns]),
+        ("list", "configmaps", &[in_sys]),
+        ("watch", "configmaps", &[in_ns]),
         ("get", "configmaps", &[elsewhere]),
         ("create", "secrets", &[elsewhere]),
         ("update", "secrets", &[in_sys]),

@@ -125,7 +125,6 @@ async fn deleting_without_a_cancel_in_the_protocol_is_not_blocked() {
         "kind": "OperationProvider",
         "metadata": {"name": "redpanda"},
         "spec": {"baseURL": format!("{}/redpanda", env.sim_url()), "protocol": "redpanda",
-                 "allowPrivateNetworks": true,
                  "polling": {"initialInterval": "500ms", "maxInterval": "2s"}},
     });
     env.apply(&provider.to_string()).await.assert_ok();

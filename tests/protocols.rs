@@ -609,7 +609,6 @@ async fn the_webhook_refuses_http_expressions_that_do_not_compile() {
             "spec": {
                 "baseURL": format!("{}/generic", env.sim_url()),
                 "protocol": "http",
-                "allowPrivateNetworks": true,
                 "http": generic_http(succeeded),
             },
         })

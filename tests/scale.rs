@@ -151,7 +151,6 @@ async fn a_provider_rate_limit_holds_under_load_and_every_operation_finishes() {
         "spec": {
             "baseURL": format!("{}/v1", env.sim_url()),
             "protocol": "google",
-            "allowPrivateNetworks": true,
             "rateLimit": {"requestsPerSecond": rate, "burst": burst as u32},
         },
     });

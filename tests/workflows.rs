@@ -29,7 +29,6 @@ async fn redpanda(env: &TestEnv) {
         "kind": "OperationProvider",
         "metadata": {"name": "redpanda"},
         "spec": {"baseURL": format!("{}/redpanda", env.sim_url()), "protocol": "redpanda",
-                 "allowPrivateNetworks": true,
                  // A long fixed interval: a dependent that starts quickly was woken by the watch.
                  "polling": {"initialInterval": "500ms", "maxInterval": "1s"}},
     });

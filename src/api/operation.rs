@@ -203,13 +203,37 @@ pub struct StartRequest {
     /// Query parameters added to the request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query: BTreeMap<String, String>,
-    /// Extra request headers.
+    /// Extra request headers (at most 64). Not `Host`, `Authorization`, `Cookie`, hop-by-hop
+    /// headers (`Connection`, `Transfer-Encoding`, …), `Proxy-*`, `Forwarded`, `Via` or
+    /// `X-Forwarded-*`: the provider's `baseURL` chooses the host, its `spec.auth` the credentials.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = start_headers_rule())]
     pub headers: BTreeMap<String, String>,
     /// The JSON request body, sent as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::any_json")]
     pub body: Option<serde_json::Value>,
+}
+
+/// The admission rule of `spec.start.headers`: the names `upstream::forbidden_header` refuses.
+fn start_headers_rule() -> kube::core::Rule {
+    let names = crate::upstream::FORBIDDEN_HEADERS
+        .iter()
+        .map(|h| format!("'{h}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let prefixes = crate::upstream::FORBIDDEN_HEADER_PREFIXES
+        .iter()
+        .map(|p| format!("k.lowerAscii().startsWith('{p}')"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    kube::core::Rule::new(format!(
+        "self.all(k, !(k.lowerAscii() in [{names}]) && !({prefixes}))"
+    ))
+    .message(
+        "start.headers may not set Host, Authorization, Cookie, hop-by-hop (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Content-Length, Expect), Proxy-*, Forwarded, Via or X-Forwarded-* headers: the provider's baseURL chooses the host and its spec.auth the credentials",
+    )
 }
 
 /// An existing upstream operation to adopt: exactly one of its `name`, `id` or `url`.
@@ -221,12 +245,15 @@ pub struct OperationRef {
     /// The operation's name as the upstream returned it (Google: `operations/…` or
     /// `projects/…/operations/…`), resolved against the provider's `baseURL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub name: Option<String>,
     /// The operation's id (protocols that identify operations by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub id: Option<String>,
-    /// The operation's full URL; it must stay on the provider's origin.
+    /// The operation's full URL: under the provider's `baseURL` (Azure: anywhere on its origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub url: Option<String>,
 }
 

@@ -88,7 +88,9 @@ pub struct ProviderSpec {
     pub tls: Option<TlsSpec>,
     /// Allow `baseURL` and token endpoints on loopback and private addresses (127.0.0.0/8,
     /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1, fc00::/7), checked after
-    /// DNS resolution. Link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10,
+    /// DNS resolution. Only on a `ClusterOperationProvider` (a cluster admin's decision; an
+    /// `OperationProvider` refuses it: the operator's `--allow-private-networks` opens them for
+    /// every provider). Link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10,
     /// fd00:ec2::254, 100.100.100.200, …) are refused whatever this says.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_networks: bool,
@@ -259,6 +261,8 @@ pub struct HttpOptions {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = kube::core::Rule::new("!has(self.allowPrivateNetworks) || !self.allowPrivateNetworks")
+    .message("allowPrivateNetworks is a cluster admin's decision: set it on a ClusterOperationProvider, or run the operator with --allow-private-networks"))]
 pub struct OperationProviderSpec {
     /// The upstream API.
     #[serde(flatten)]
@@ -294,7 +298,9 @@ pub struct ClusterOperationProviderSpec {
     /// The upstream API.
     #[serde(flatten)]
     pub provider: ProviderSpec,
-    /// Namespaces whose operations may use this provider, by label. Absent: every namespace.
+    /// Namespaces whose operations may use this provider, by label (e.g. `matchLabels:
+    /// {kubernetes.io/metadata.name: team-a}`). Absent: none (closed until an admin names them);
+    /// `{}`: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<LabelSelector>,
 }

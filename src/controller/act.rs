@@ -51,13 +51,9 @@ impl Acting<'_> {
                 Some(Outcome::FinalizerChanged)
             }
             Effect::PublishOutputs(rendered) => {
-                let (written, error) =
-                    match outputs::write(&self.ctx.client, self.op, rendered).await {
-                        Ok(written) => (written, None),
-                        Err(e) => (Vec::new(), Some(format!("cannot write: {e}"))),
-                    };
+                let (written, error) = outputs::write(&self.ctx.client, self.op, rendered).await;
                 if let Some(e) = &error {
-                    tracing::warn!(error = %e, "outputs not written");
+                    tracing::warn!(reason = e.reason, error = %e.message, "outputs not written");
                 }
                 Some(Outcome::OutputsWritten {
                     rendered: rendered.clone(),
@@ -102,6 +98,13 @@ impl Acting<'_> {
             debug!("not sure to hold the Lease: no upstream request");
             return Outcome::NotLeader;
         }
+        // The namespace's share of requests in flight, held until the answer is read.
+        let namespace = self.op.namespace().unwrap_or_default();
+        let Some(_seat) = self.ctx.fair_share.take(&namespace) else {
+            debug!("the namespace's upstream requests in flight are at their cap: held back");
+            self.ctx.metrics.held_back_by_fair_share();
+            return Outcome::Busy;
+        };
         // The provider's rate limit: a request over it waits for its turn, off the workers.
         if let Some(limit) = &provider.spec.rate_limit {
             let now = Instant::now();
@@ -132,6 +135,7 @@ impl Acting<'_> {
             meter: &meter,
             base_url: &provider.spec.base_url,
             dialect: &*provider.entry.dialect,
+            on_unauthorized: &|| provider.entry.refused(),
         };
         let start = self
             .op

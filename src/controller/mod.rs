@@ -3,6 +3,7 @@
 
 mod act;
 pub mod cache;
+mod fair_share;
 mod finalizer;
 pub mod leader;
 mod observe;
@@ -117,6 +118,8 @@ pub struct Context {
     pub caches: Caches,
     /// The providers' rate limits.
     pub rate_limits: crate::upstream::rate_limit::RateLimits,
+    /// Each namespace's share of the upstream requests in flight.
+    pub fair_share: fair_share::FairShare,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -144,6 +147,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     .with_layer(&crate::telemetry::apiserver::CountRequests::new(
         Arc::clone(&metrics),
     ))
+    // One tenant's object nested too deep must not stop the watches (see `nesting`).
+    .with_layer(&crate::nesting::PruneNesting)
     .build();
     let operations: Api<LongRunningOperation> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -173,6 +178,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let cluster_providers: Api<ClusterOperationProvider> = Api::all(client.clone());
     let ctx_shard_selector = config.shard_selector.clone();
+    let ctx_namespace_concurrency = config.namespace_concurrency;
     let leadership = leader::Leadership::new(&config.leader);
     // The watches: the operations (the controller's trigger and store) and the providers (read
     // by every reconcile from their caches; a change wakes the operations that use them).
@@ -201,6 +207,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             operations: operations_cache,
         },
         rate_limits: Default::default(),
+        fair_share: fair_share::FairShare::new(ctx_namespace_concurrency),
     });
     tracing::info!(namespace = ?ctx.config.namespace, shard = ?ctx_shard_selector, "lro-operator starting");
     // The operations watch, as `Controller::new` builds it, but observed: its first `InitDone`
@@ -278,4 +285,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     server.shutdown().await;
     tracing::info!("lro-operator stopped");
     Ok(())
+}
+
+/// A Kubernetes API error without its body.
+pub(crate) fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
+        other => other.to_string(),
+    }
 }

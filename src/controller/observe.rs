@@ -88,6 +88,12 @@ pub async fn observe(
             );
             match ctx.providers.get(&resolved).await {
                 Ok(entry) => Ok((resolved.spec, entry)),
+                // A cluster provider's reasons name the operator namespace's Secrets and the
+                // admin's endpoints: its tenants learn only that it is not usable.
+                Err(_) if resolved.kind == ProviderKind::ClusterOperationProvider => Err(format!(
+                    "{} is not usable now (a cluster admin sees why in its Ready condition)",
+                    resolved.label()
+                )),
                 Err(not_ready) => Err(format!(
                     "{} is not ready ({}): {}",
                     resolved.label(),

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use super::Caches;
 use super::provider_registry::Resolved;
+use super::{Caches, short};
 use crate::api::{ClusterOperationProvider, LongRunningOperation, OperationProvider, ProviderKind};
 
 /// A provider whose change may concern some operations.
@@ -44,8 +44,8 @@ pub fn users_of(
 
 /// Looks up the provider of `op` in the watch caches; `Err` holds a message for the user.
 ///
-/// Only a `ClusterOperationProvider` with `spec.allowedNamespaces` costs a request (the
-/// namespace's labels).
+/// Only a `ClusterOperationProvider` whose `spec.allowedNamespaces` selects by label costs a
+/// request (the namespace's labels).
 pub async fn resolve(
     client: &Client,
     caches: &Caches,
@@ -72,7 +72,14 @@ pub async fn resolve(
                     reference.name
                 ));
             };
-            if let Some(selector) = &provider.spec.allowed_namespaces {
+            // Closed by default: an admin names the namespaces (`{}` admits every one).
+            let Some(selector) = &provider.spec.allowed_namespaces else {
+                return Err(format!(
+                    "ClusterOperationProvider {:?} admits no namespace yet (a cluster admin sets its spec.allowedNamespaces)",
+                    reference.name
+                ));
+            };
+            if !admits_every_namespace(selector) {
                 let namespaces: Api<Namespace> = Api::all(client.clone());
                 let labels = match namespaces.get_opt(&namespace).await {
                     Ok(Some(ns)) => ns.labels().clone(),
@@ -120,6 +127,15 @@ pub fn cluster(p: &ClusterOperationProvider) -> Resolved {
     }
 }
 
+/// Whether a selector is empty (`{}`), which admits every namespace without looking at it.
+fn admits_every_namespace(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+}
+
 /// Whether a label selector admits a set of labels.
 pub fn selector_matches(
     selector: &LabelSelector,
@@ -143,14 +159,6 @@ pub fn selector_matches(
         })
     });
     by_labels && by_expressions
-}
-
-/// A Kubernetes API error without its body.
-fn short(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -178,5 +186,8 @@ mod tests {
         };
         assert!(!selector_matches(&not_in, &labels));
         assert!(selector_matches(&LabelSelector::default(), &labels));
+        assert!(admits_every_namespace(&LabelSelector::default()));
+        assert!(!admits_every_namespace(&by_label));
+        assert!(!admits_every_namespace(&not_in));
     }
 }

@@ -6,6 +6,7 @@
 //! whose Secrets changed is rebuilt, so a rotated Secret is used by the next request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
@@ -83,6 +84,15 @@ pub struct Entry {
     pub method: Option<&'static str>,
     /// The provider's dialect (its protocol, with the provider's protocol options compiled).
     pub dialect: DialectRef,
+    /// The upstream answered 401 since it was built: read its Secrets again before the next use.
+    stale: AtomicBool,
+}
+
+impl Entry {
+    /// Marks the entry for a reload of its Secrets (its upstream refused the credentials).
+    pub fn refused(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A provider's cache key: its namespace (`None` for a cluster provider) and name.
@@ -132,6 +142,10 @@ impl Registry {
     /// access token requested only when none is fresh.
     pub async fn get(&self, provider: &Resolved) -> Result<Arc<Entry>, NotReady> {
         let entry = match self.cached(provider) {
+            // Its upstream refused its credentials: a rotated Secret is read again now.
+            Some(entry) if entry.stale.load(Ordering::Relaxed) => {
+                return self.refresh(provider).await;
+            }
             Some(entry) => entry,
             None => {
                 let _building = self.building.lock().await;
@@ -152,7 +166,10 @@ impl Registry {
         let loaded = self.load(provider).await;
         let current = self.cached(provider);
         let entry = match (current, loaded) {
-            (Some(entry), Ok(loaded)) if entry.versions == loaded.versions => entry,
+            (Some(entry), Ok(loaded)) if entry.versions == loaded.versions => {
+                entry.stale.store(false, Ordering::Relaxed);
+                entry
+            }
             (_, Ok(loaded)) => self.install(provider, loaded)?,
             (_, Err(not_ready)) => {
                 self.forget(provider);
@@ -192,14 +209,19 @@ impl Registry {
 
     fn install(&self, provider: &Resolved, loaded: Loaded) -> Result<Arc<Entry>, NotReady> {
         let base_url = base_url(&provider.spec)?;
-        let settings = ClientSettings {
-            policy: AddressPolicy {
-                allow_private: self.allow_private || provider.spec.allow_private_networks,
-            },
-            ..self.settings
-        };
         let dialect =
             dialect_for(&provider.spec).map_err(|why| NotReady::new("InvalidExpression", why))?;
+        let settings = ClientSettings {
+            policy: AddressPolicy {
+                // Only a cluster admin's decision opens private networks: the operator's flag,
+                // or a ClusterOperationProvider's own field (a tenant's provider cannot).
+                allow_private: self.allow_private
+                    || (provider.kind == ProviderKind::ClusterOperationProvider
+                        && provider.spec.allow_private_networks),
+            },
+            url_scope: dialect.url_scope(),
+            ..self.settings
+        };
         let method = loaded.credential.as_ref().map(Credential::method);
         let metrics = Arc::clone(&self.metrics);
         let label = provider_label(provider.namespace.as_deref(), &provider.name);
@@ -227,6 +249,7 @@ impl Registry {
             upstream,
             method,
             dialect,
+            stale: AtomicBool::new(false),
         });
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(provider.key(), Arc::clone(&entry));

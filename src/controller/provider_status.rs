@@ -1,31 +1,35 @@
 //! The provider controllers: `status.conditions` of `OperationProvider`s and
 //! `ClusterOperationProvider`s, and credential rotation.
 //!
-//! A provider is reconciled when it changes, when a Secret or ConfigMap it refers to changes
-//! (metadata-only watches), and every few minutes. Each reconcile re-reads its Secrets, rebuilds
-//! its client if they changed (so the next request of every operation uses the new values), and
-//! writes `Ready` — `True` once the credentials resolve (for token-based methods: a token was
-//! obtained; a cached fresh token is reused, not requested again).
+//! A provider is reconciled when it changes, every [`REREAD`] while it refers to Secrets or
+//! ConfigMaps (every few minutes otherwise), and its entry is reloaded at once after its upstream
+//! answered 401. Each reconcile re-reads its Secrets, rebuilds its client if they changed (so the
+//! next request of every operation uses the new values), and writes `Ready` — `True` once the
+//! credentials resolve (for token-based methods: a token was obtained; a cached fresh token is
+//! reused, not requested again).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::provider_registry::Resolved;
 use super::secret_reader::references;
 use super::{Context, MANAGER, provider_lookup};
-use crate::api::{ClusterOperationProvider, OperationProvider, OperationProviderStatus, condition};
+use crate::api::{
+    ClusterOperationProvider, OperationProvider, OperationProviderStatus, ProviderSpec, condition,
+};
 use crate::reconcile::conditions;
 
 /// How often a Ready provider is looked at again (its token is refreshed only when due).
 const RECHECK: Duration = Duration::from_secs(300);
+/// How often a Ready provider that refers to Secrets or ConfigMaps re-reads them: a rotated
+/// Secret is used within this long.
+const REREAD: Duration = Duration::from_secs(20);
 /// How soon a provider that is not ready is looked at again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -35,39 +39,18 @@ const RETRY: Duration = Duration::from_secs(30);
 pub struct StatusError(#[source] kube::Error);
 
 /// Runs both provider controllers until SIGTERM or SIGINT.
+///
+/// Secrets and ConfigMaps are not watched (that would need `list` and `watch` on every Secret of
+/// the cluster): a provider that refers to any is re-read every [`REREAD`], and at once after
+/// its upstream answered 401 (see `provider_registry`).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let scope = ctx.config.namespace.clone();
-    let namespaced = |c: &kube::Client| -> (
-        Api<OperationProvider>,
-        Api<PartialObjectMeta<Secret>>,
-        Api<PartialObjectMeta<ConfigMap>>,
-    ) {
-        match &scope {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-            ),
-            None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-            ),
-        }
+    let providers: Api<OperationProvider> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let (providers, secrets, config_maps) = namespaced(&client);
     let config = watcher::Config::default().any_semantic();
-    let controller = Controller::new(providers, config.clone());
-    let store = controller.store();
-    let store2 = controller.store();
-    let namespaced_run = controller
-        .watches(secrets, config.clone(), move |s| {
-            users(&store, s.namespace(), &s.name_any(), true)
-        })
-        .watches(config_maps, config.clone(), move |c| {
-            users(&store2, c.namespace(), &c.name_any(), false)
-        })
+    let namespaced_run = Controller::new(providers, config.clone())
         .shutdown_on_signal()
         .run(reconcile_namespaced, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
@@ -75,29 +58,7 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::debug!(error = %e, "provider reconcile failed");
             }
         });
-
-    let cluster = Controller::new(
-        Api::<ClusterOperationProvider>::all(client.clone()),
-        config.clone(),
-    );
-    let cluster_store = cluster.store();
-    let cluster_store2 = cluster.store();
-    let cluster = match &ctx.config.operator_namespace {
-        // Cluster providers read their Secrets from the operator's namespace: watch only there.
-        Some(ns) => cluster
-            .watches(
-                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-                config.clone(),
-                move |s| cluster_users(&cluster_store, &s.name_any(), true),
-            )
-            .watches(
-                Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-                config,
-                move |c| cluster_users(&cluster_store2, &c.name_any(), false),
-            ),
-        None => cluster,
-    };
-    let cluster_run = cluster
+    let cluster_run = Controller::new(Api::<ClusterOperationProvider>::all(client.clone()), config)
         .shutdown_on_signal()
         .run(reconcile_cluster, cluster_error_policy, ctx)
         .for_each(|result| async move {
@@ -108,43 +69,6 @@ pub async fn run(ctx: Arc<Context>) {
     futures::future::join(namespaced_run, cluster_run).await;
 }
 
-/// The namespaced providers (of the Secret's namespace) that refer to a Secret or ConfigMap.
-fn users(
-    store: &Store<OperationProvider>,
-    namespace: Option<String>,
-    name: &str,
-    secret: bool,
-) -> Vec<ObjectRef<OperationProvider>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == namespace && refers(&p.spec.provider, name, secret))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
-fn cluster_users(
-    store: &Store<ClusterOperationProvider>,
-    name: &str,
-    secret: bool,
-) -> Vec<ObjectRef<ClusterOperationProvider>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| refers(&p.spec.provider, name, secret))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
-fn refers(spec: &crate::api::ProviderSpec, name: &str, secret: bool) -> bool {
-    let (secrets, config_maps) = references(spec);
-    if secret {
-        secrets.contains(&name)
-    } else {
-        config_maps.contains(&name)
-    }
-}
-
 async fn reconcile_namespaced(
     p: Arc<OperationProvider>,
     ctx: Arc<Context>,
@@ -153,7 +77,7 @@ async fn reconcile_namespaced(
     let api: Api<OperationProvider> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let status = evaluate(&ctx, &resolved, p.status.as_ref()).await;
-    let requeue = requeue_after(&status);
+    let requeue = requeue_after(&p.spec.provider, &status);
     if Some(&status) != p.status.as_ref() {
         write(&api, &p.name_any(), "OperationProvider", &status).await?;
     }
@@ -167,7 +91,7 @@ async fn reconcile_cluster(
     let resolved = provider_lookup::cluster(&p);
     let api: Api<ClusterOperationProvider> = Api::all(ctx.client.clone());
     let status = evaluate(&ctx, &resolved, p.status.as_ref()).await;
-    let requeue = requeue_after(&status);
+    let requeue = requeue_after(&p.spec.provider, &status);
     if Some(&status) != p.status.as_ref() {
         write(&api, &p.name_any(), "ClusterOperationProvider", &status).await?;
     }
@@ -216,10 +140,15 @@ async fn evaluate(
     status
 }
 
-fn requeue_after(status: &OperationProviderStatus) -> Duration {
+fn requeue_after(spec: &ProviderSpec, status: &OperationProviderStatus) -> Duration {
     let ready =
         conditions::find(&status.conditions, condition::READY).is_some_and(|c| c.status == "True");
-    if ready { RECHECK } else { RETRY }
+    let (secrets, config_maps) = references(spec);
+    match (ready, secrets.is_empty() && config_maps.is_empty()) {
+        (false, _) => RETRY,
+        (true, false) => REREAD,
+        (true, true) => RECHECK,
+    }
 }
 
 async fn write<K>(

@@ -22,6 +22,8 @@ pub struct Upstreaming<'a> {
     pub base_url: &'a str,
     /// The provider's dialect.
     pub dialect: &'a dyn Dialect,
+    /// Told when the upstream refuses the credentials (401): their Secrets are read again.
+    pub on_unauthorized: &'a (dyn Fn() + Sync),
 }
 
 /// What one request came to: the event for `decide`, and what the poll memory learns.
@@ -51,10 +53,18 @@ pub async fn start(to: &Upstreaming<'_>, start: &StartRequest, request_id: &str)
         Ok(answer) => answer,
         Err(e) => {
             let why = e.to_string();
-            return (
-                Event::StartLost(why.clone()),
-                Some(failed_at(why, None, false)),
-            );
+            let event = match e {
+                // Never sent, and never will be as it is.
+                UpstreamError::Url { .. } => Event::StartRefused(why.clone()),
+                // Never sent (the address or the credentials are not usable yet): resent.
+                UpstreamError::Refused(_) | UpstreamError::Credentials(_) => {
+                    Event::StartDeferred(why.clone())
+                }
+                UpstreamError::Transport { .. } | UpstreamError::TooLarge { .. } => {
+                    Event::StartLost(why.clone())
+                }
+            };
+            return (event, Some(failed_at(why, None, false)));
         }
     };
     let outcome = dialect.read_start(&request, &answer);
@@ -237,6 +247,9 @@ async fn send<'a>(
     let meter = to.meter;
     match result {
         Ok(answer) => {
+            if answer.status == 401 {
+                (to.on_unauthorized)();
+            }
             let sent = Sent {
                 meter,
                 kind,

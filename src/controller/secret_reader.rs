@@ -11,6 +11,7 @@ use reqwest::header::HeaderName;
 use secrecy::{SecretBox, SecretString};
 
 use super::provider_registry::NotReady;
+use super::short;
 use crate::api::{AuthSpec, ProviderSpec, SecretKeyRef};
 use crate::upstream::auth::{GoogleKey, KeyPlacement, OAuth2Client};
 use crate::upstream::sigv4::AwsKeys;
@@ -169,22 +170,15 @@ impl Reader<'_> {
                     r.key, r.name
                 ),
             )),
-            None => {
-                let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-                Err(NotReady::new(
-                    "SecretKeyMissing",
-                    format!(
-                        "{field}: Secret {:?} has no key {:?} (its keys: {}); set the key in the spec or add it to the Secret",
-                        r.name,
-                        r.key,
-                        if keys.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            keys.join(", ")
-                        }
-                    ),
-                ))
-            }
+            // The Secret's other key names are not listed: the reader of this message may not
+            // be allowed to read the Secret.
+            None => Err(NotReady::new(
+                "SecretKeyMissing",
+                format!(
+                    "{field}: Secret {:?} has no key {:?}; set the key in the spec or add it to the Secret",
+                    r.name, r.key,
+                ),
+            )),
         }
     }
 
@@ -397,14 +391,6 @@ async fn credential(auth: &AuthSpec, reader: &mut Reader<'_>) -> Result<Credenti
         }));
     }
     Err(NotReady::new("InvalidConfig", "spec.auth: no method set"))
-}
-
-/// A Kubernetes API error without its body.
-fn short(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
-        other => other.to_string(),
-    }
 }
 
 /// The names of the Secrets and ConfigMaps `spec` refers to (for the watches).

@@ -30,8 +30,9 @@ impl Seen {
     }
 }
 
-/// A mocked API server answering every request with `object` (for the operation's own paths)
-/// or an echo of the request body; it records what it was asked.
+/// A mocked API server answering every request with `object` (for the operation's own paths),
+/// 404 to any other read (nothing else exists), or an echo of the request body; it records what
+/// it was asked.
 fn api_server(object: Value) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -42,8 +43,13 @@ fn api_server(object: Value) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
             let bytes = body.collect_bytes().await.unwrap_or_default();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let path = parts.uri.path().to_owned();
+            let mut code = 200;
             let answer = if path.contains("/longrunningoperations/") {
                 object.clone()
+            } else if parts.method == http::Method::GET {
+                code = 404;
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found"})
             } else {
                 let mut echo = body.clone();
                 if echo["metadata"]["name"].is_null() {
@@ -58,7 +64,7 @@ fn api_server(object: Value) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
             });
             respond.send_response(
                 Response::builder()
-                    .status(200)
+                    .status(code)
                     .body(Body::from(serde_json::to_vec(&answer).unwrap()))
                     .unwrap(),
             );
@@ -154,6 +160,7 @@ fn context(
             operations: cache(operations),
         },
         rate_limits: RateLimits::default(),
+        fair_share: fair_share::FairShare::new(4),
         client,
     })
 }
@@ -237,11 +244,18 @@ async fn outputs_are_written_before_the_status_that_says_succeeded() {
         json!({}),
     );
     let seen = run(op, &format!("{sim}/v1")).await;
+    // Looked for (metadata only), then created: it did not exist.
+    let looked = seen
+        .iter()
+        .position(|s| s.is("GET", "/configmaps/endpoint"))
+        .unwrap_or_else(|| panic!("no ConfigMap read: {seen:#?}"));
     let configmap = seen
         .iter()
-        .position(|s| s.is("PATCH", "/configmaps/endpoint"))
-        .unwrap_or_else(|| panic!("no ConfigMap written: {seen:#?}"));
+        .position(|s| s.is("POST", "/configmaps"))
+        .unwrap_or_else(|| panic!("no ConfigMap created: {seen:#?}"));
+    assert!(looked < configmap, "{seen:#?}");
     let cm = &seen[configmap].body;
+    assert_eq!(cm["metadata"]["name"], "endpoint");
     assert_eq!(cm["data"]["resource"], "projects/sim/resources/res-1");
     assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "u-1");
     assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);

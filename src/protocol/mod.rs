@@ -325,6 +325,11 @@ pub trait Dialect: Send + Sync {
     fn long_polls(&self) -> bool {
         false
     }
+    /// Where absolute URLs (links in answers, `spec.operation.url`) may point: under the
+    /// provider's `baseURL` path by default.
+    fn url_scope(&self) -> crate::upstream::UrlScope {
+        crate::upstream::UrlScope::BasePath
+    }
     /// Builds the start request; `request_id` is the idempotency key, stable across resends.
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;
     /// Why a start of this dialect may not be resent when its answer is lost, for the

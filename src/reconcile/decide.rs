@@ -5,6 +5,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::conditions;
+use super::limits;
 use super::memory::{Memory, add};
 use super::schedule::{Schedule, seed_of};
 use super::{micro_time, time};
@@ -110,6 +111,9 @@ pub enum Event {
     StartRejected(OperationError),
     /// The start request's outcome is unknown (timeout, connection error, 5xx, unreadable answer).
     StartLost(String),
+    /// The start request was not sent and never will be as it is (its URL leaves the provider's
+    /// `baseURL`, or it sets a header no request may set): the spec must change.
+    StartRefused(String),
     /// The upstream did not process the start request (429, 503 with `Retry-After`): resend it.
     StartDeferred(String),
     /// The operation a start with a lost answer began was found upstream.
@@ -300,6 +304,14 @@ impl Decider<'_> {
 
     /// A new object: record the start intent, or adopt the given operation.
     fn begin(&mut self) -> Action {
+        let body = self.input.spec.start.as_ref().and_then(|s| s.body.as_ref());
+        if body.is_some_and(crate::nesting::too_deep) {
+            let message = format!(
+                "spec.start.body is nested deeper than the operator reads (at most {} levels from the object's root); nothing started: flatten it",
+                crate::nesting::MAX_NESTING
+            );
+            return self.finish(Phase::Failed, "SpecTooDeep", message);
+        }
         if self.input.spec.start.is_some() {
             match &self.input.prerequisites.rendered {
                 Some(Err(why)) => {
@@ -362,6 +374,10 @@ impl Decider<'_> {
                 self.status.error = Some(error.clone());
                 self.finish(Phase::Failed, "StartRejected", message)
             }
+            Event::StartRefused(why) => {
+                let message = format!("the start request was not sent: {why}; fix spec.start");
+                self.finish(Phase::Failed, "StartRefused", message)
+            }
             Event::StartDeferred(why) => {
                 if let Some(action) = self.timed_out() {
                     return action;
@@ -408,6 +424,11 @@ impl Decider<'_> {
                         .map(|c| c.reason.clone())
                         .unwrap_or_default();
                 let first = self.input.memory.failures == 0;
+                // Decided, written as intended, but held back before it was sent (the rate
+                // limit, the namespace's fair share, the Lease): nothing is lost, send it now.
+                if self.input.memory.request_owed && !matches!(reason.as_str(), RECOVERING_START) {
+                    return Action::Start { request_id };
+                }
                 if caps.idempotent_start {
                     return if first || self.due() {
                         Action::Start { request_id }
@@ -436,6 +457,14 @@ impl Decider<'_> {
 
     /// The start request was answered with a handle (or the handle was found after a lost answer).
     fn started(&mut self, started: &Started, request_id: String, how: Option<&str>) -> Action {
+        // A handle too long to keep cannot be polled; it is not cut (that would poll another).
+        if let Some((field, len)) = limits::oversized_handle(&started.handle) {
+            let message = format!(
+                "the upstream answered with an operation handle whose {field} is {len} bytes, more than the {} the operator keeps; the operation may be running upstream, find it there",
+                limits::MAX_HANDLE
+            );
+            return self.finish(Phase::Failed, "HandleTooLarge", message);
+        }
         let mut handle = started.handle.clone();
         handle.request_id = Some(request_id);
         self.status.operation = Some(handle);
@@ -586,15 +615,16 @@ impl Decider<'_> {
     /// Applies an observation: updates what a reader can see, and finishes on a terminal state.
     fn observe(&mut self, observation: &Observation) -> Action {
         let before = self.visible();
-        if observation.upstream_state.is_some() {
-            self.status.upstream_state = observation.upstream_state.clone();
+        // Cut as the status keeps them, so that the same long answer is not news at every poll.
+        if let Some(state) = &observation.upstream_state {
+            self.status.upstream_state = Some(limits::bounded(state));
         }
         if let Some(p) = observation.progress {
             let p = p.clamp(0, 100);
             self.status.progress = Some(self.status.progress.map_or(p, |old| old.max(p)));
         }
-        if observation.resource_id.is_some() {
-            self.status.resource_id = observation.resource_id.clone();
+        if let Some(id) = &observation.resource_id {
+            self.status.resource_id = Some(limits::bounded(id));
         }
         let phase_reason = match observation.state {
             UpstreamState::Pending | UpstreamState::Running => None,
@@ -716,7 +746,7 @@ impl Decider<'_> {
         }
         // A poll that was due and held back (the provider's rate limit) is still due: the
         // schedule must not move on without it (an adopted operation's first poll, say).
-        if memory.poll_owed {
+        if memory.request_owed {
             return self.input.now;
         }
         // Long polls pace themselves: the upstream held the last one until its own deadline.

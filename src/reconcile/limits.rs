@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use super::conditions;
-use crate::api::LongRunningOperationStatus;
+use crate::api::{LongRunningOperationStatus, OperationHandle};
 
 /// Default cap on `status.result`, in bytes of JSON (`--max-status-result-bytes`).
 pub const DEFAULT_MAX_STATUS_RESULT: usize = 32 * 1024;
@@ -16,25 +16,64 @@ pub const RESULT_TRUNCATED: &str = "ResultTruncated";
 /// (not even the terminal one) would ever land.
 pub const MAX_STATUS_TEXT: usize = 4096;
 
+/// The longest operation handle field (`name`, `id`, `url`, `resultUrl`, …) kept in a status.
+/// Real handles are far shorter (a Google operation name ~100 bytes, an ARM status monitor URL
+/// ~400); a longer one is refused whole, since a cut handle would poll something else.
+pub const MAX_HANDLE: usize = 2048;
+/// The largest rendered start request (`status.renderedStart`, as JSON).
+pub const MAX_RENDERED_START: usize = 64 * 1024;
+/// The deepest `status.result` or rendered start body kept in a status: well within what the
+/// operator reads back (`nesting::MAX_NESTING`, counted from the object's root).
+pub const MAX_RESULT_DEPTH: usize = 32;
+
+/// The field of `handle` longer than [`MAX_HANDLE`], with its length, if any.
+pub fn oversized_handle(handle: &OperationHandle) -> Option<(&'static str, usize)> {
+    [
+        ("name", &handle.name),
+        ("id", &handle.id),
+        ("url", &handle.url),
+        ("resultUrl", &handle.result_url),
+        ("mode", &handle.mode),
+        ("requestId", &handle.request_id),
+    ]
+    .into_iter()
+    .find_map(|(field, value)| {
+        value
+            .as_ref()
+            .filter(|v| v.len() > MAX_HANDLE)
+            .map(|v| (field, v.len()))
+    })
+}
+
 /// `status` with every free-text field cut to [`MAX_STATUS_TEXT`] bytes.
 pub fn bound_text(status: &mut LongRunningOperationStatus) {
     let cut = |s: &mut String| {
         if s.len() > MAX_STATUS_TEXT {
-            // Room for the ellipsis: cut text is within the limit, and cutting it again keeps it.
-            *s = truncate(s, MAX_STATUS_TEXT - '…'.len_utf8());
+            *s = bounded(s);
         }
     };
     let error = status.error.as_mut();
-    let texts = [status.message.as_mut(), status.upstream_state.as_mut()]
-        .into_iter()
-        .chain(error.map_or([None, None], |e| {
-            [Some(&mut e.message), e.provider_code.as_mut()]
-        }))
-        .flatten()
-        .chain(status.conditions.iter_mut().map(|c| &mut c.message));
+    let texts = [
+        status.message.as_mut(),
+        status.upstream_state.as_mut(),
+        status.resource_id.as_mut(),
+    ]
+    .into_iter()
+    .chain(error.map_or([None, None], |e| {
+        [Some(&mut e.message), e.provider_code.as_mut()]
+    }))
+    .flatten()
+    .chain(status.conditions.iter_mut().map(|c| &mut c.message));
     texts.for_each(cut);
 }
 
+/// `s` cut to [`MAX_STATUS_TEXT`] bytes (with room for the ellipsis: cut text is within the
+/// limit, and cutting it again keeps it).
+pub fn bounded(s: &str) -> String {
+    truncate(s, MAX_STATUS_TEXT - '…'.len_utf8())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
 pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
@@ -58,7 +97,8 @@ pub fn cap_result(
         return false;
     };
     let size = serde_json::to_vec(result).map(|v| v.len()).unwrap_or(0);
-    if size <= max {
+    let depth = crate::nesting::depth(result);
+    if size <= max && depth <= MAX_RESULT_DEPTH {
         return false;
     }
     status.result = None;
@@ -67,8 +107,13 @@ pub fn cap_result(
         .as_ref()
         .and_then(|h| h.name.clone().or(h.id.clone()).or(h.url.clone()))
         .unwrap_or_else(|| "the upstream operation".into());
+    let why = if size > max {
+        format!("is {size} bytes of JSON, more than the {max}-byte cap (--max-status-result-bytes)")
+    } else {
+        format!("nests {depth} levels deep, more than {MAX_RESULT_DEPTH}")
+    };
     let message = format!(
-        "the result is {size} bytes of JSON, more than the {max}-byte cap (--max-status-result-bytes), so it was not copied into status.result; the full result stays with the upstream: read it from {handle}"
+        "the result {why}, so it was not copied into status.result; the full result stays with the upstream: read it from {handle}"
     );
     conditions::upsert(
         &mut status.conditions,
@@ -85,7 +130,17 @@ pub fn cap_result(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::OperationHandle;
+
+    #[test]
+    fn a_handle_field_over_the_cap_is_named() {
+        let mut handle = OperationHandle {
+            name: Some("operations/op-1".into()),
+            ..OperationHandle::default()
+        };
+        assert_eq!(oversized_handle(&handle), None);
+        handle.url = Some(format!("https://h/{}", "x".repeat(MAX_HANDLE)));
+        assert_eq!(oversized_handle(&handle), Some(("url", MAX_HANDLE + 10)));
+    }
 
     #[test]
     fn large_results_are_left_out_with_a_condition() {
@@ -109,6 +164,22 @@ mod tests {
         );
         assert!(c.message.contains("operations/op-1"), "{}", c.message);
         assert!(c.message.contains("50-byte cap"), "{}", c.message);
+    }
+
+    #[test]
+    fn deeply_nested_results_are_left_out_with_a_condition() {
+        let mut deep = serde_json::json!(1);
+        for _ in 0..(MAX_RESULT_DEPTH + 1) {
+            deep = serde_json::json!([deep]);
+        }
+        let mut status = LongRunningOperationStatus {
+            result: Some(deep),
+            ..LongRunningOperationStatus::default()
+        };
+        assert!(cap_result(&mut status, 1 << 20, Some(1), Timestamp::now()));
+        assert_eq!(status.result, None);
+        let c = conditions::find(&status.conditions, RESULT_TRUNCATED).expect("condition");
+        assert!(c.message.contains("nests 33 levels deep"), "{}", c.message);
     }
 }
 

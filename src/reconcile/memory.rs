@@ -26,8 +26,10 @@ pub struct Memory {
     pub cancel_sent: bool,
     /// The upstream refused to cancel; do not ask again.
     pub cancel_refused: bool,
-    /// A poll was decided but held back (the provider's rate limit): it stays due until sent.
-    pub poll_owed: bool,
+    /// A request was decided but held back before it was sent (the provider's rate limit, the
+    /// namespace's fair share, the Lease): it stays due until sent. A held-back start is sent
+    /// again, not taken for one whose answer was lost.
+    pub request_owed: bool,
     /// The turn this operation holds under its provider's rate limit: its next request goes
     /// then (see `upstream::rate_limit`).
     pub rate_turn: Option<std::time::Instant>,
@@ -45,14 +47,14 @@ impl Memory {
             not_found_since: None,
             cancel_sent: false,
             cancel_refused: false,
-            poll_owed: false,
+            request_owed: false,
             rate_turn: None,
         }
     }
 
     /// Records a request that got a readable answer.
     pub fn record_success(&mut self, now: Timestamp, retry_after: Option<Duration>) {
-        self.poll_owed = false;
+        self.request_owed = false;
         self.last_request_at = now;
         self.not_before = retry_after.map(|d| add(now, d));
         self.failures = 0;
@@ -69,7 +71,7 @@ impl Memory {
         retry_after: Option<Duration>,
         not_found: bool,
     ) {
-        self.poll_owed = false;
+        self.request_owed = false;
         self.last_request_at = now;
         self.not_before = retry_after.map(|d| add(now, d));
         self.failures = self.failures.saturating_add(1);

@@ -126,29 +126,62 @@ fn evaluate(
     })
 }
 
+/// Why an output could not be written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteFailure {
+    /// The condition's reason: `OutputConflict` (an object of that name that the operation does
+    /// not control exists; it is left untouched) or `OutputError`.
+    pub reason: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl WriteFailure {
+    /// An object of the target's name exists and is not the operation's.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        WriteFailure {
+            reason: "OutputConflict",
+            message: message.into(),
+        }
+    }
+
+    /// The API server refused or failed the write.
+    pub fn error(message: impl Into<String>) -> Self {
+        WriteFailure {
+            reason: "OutputError",
+            message: message.into(),
+        }
+    }
+}
+
 /// Records how publishing went as the `OutputsPublished` condition: `written` names what was
 /// written (`ConfigMap x`, `Secret y`); the first failure of `rendered` (or of the write,
-/// `write_error`) makes it `False`.
+/// `write_error`) makes it `False`. Returns whether it is `True`.
 pub fn record(
     status: &mut LongRunningOperationStatus,
     rendered: &Rendered,
     written: &[String],
-    write_error: Option<&str>,
+    write_error: Option<&WriteFailure>,
     generation: Option<i64>,
     now: Timestamp,
-) {
+) -> bool {
     let failure = [&rendered.config_map, &rendered.secret]
         .into_iter()
         .flatten()
         .find_map(|r| r.as_ref().err().cloned())
-        .or_else(|| write_error.map(str::to_owned));
+        .map(WriteFailure::error)
+        .or_else(|| write_error.cloned());
     let (value, reason, message) = match failure {
         None => (
             true,
             "Published",
             format!("wrote {}", written.join(" and ")),
         ),
-        Some(why) => (false, "OutputError", format!("outputs not written: {why}")),
+        Some(why) => (
+            false,
+            why.reason,
+            format!("outputs not written: {}", why.message),
+        ),
     };
     conditions::upsert(
         &mut status.conditions,
@@ -159,6 +192,7 @@ pub fn record(
         generation,
         now,
     );
+    value
 }
 
 #[cfg(test)]
@@ -212,6 +246,46 @@ mod tests {
             ("False", "OutputError")
         );
         assert!(!c.message.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_conflict_is_its_own_reason_and_success_names_what_was_written() {
+        let rendered = render(
+            &outputs(&[("url", "result.endpoint")], &[]),
+            &LongRunningOperationStatus::default(),
+            Some(&json!({"endpoint": "https://db"})),
+        );
+        let mut status = LongRunningOperationStatus::default();
+        let conflict = WriteFailure::conflict("ConfigMap cm exists");
+        let published = record(
+            &mut status,
+            &rendered,
+            &[],
+            Some(&conflict),
+            Some(1),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(!published);
+        let c = conditions::find(&status.conditions, OUTPUTS_PUBLISHED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "OutputConflict")
+        );
+        assert!(c.message.contains("ConfigMap cm exists"), "{}", c.message);
+        let published = record(
+            &mut status,
+            &rendered,
+            &["ConfigMap cm".into()],
+            None,
+            Some(1),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(published);
+        let c = conditions::find(&status.conditions, OUTPUTS_PUBLISHED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.message.as_str()),
+            ("True", "wrote ConfigMap cm")
+        );
     }
 
     #[test]

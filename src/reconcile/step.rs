@@ -17,7 +17,8 @@ use super::decide::{
 };
 use super::limits::{bound_text, cap_result};
 use super::memory::{Fact, Memory};
-use super::outputs::{self, Rendered};
+use super::outputs::{self, Rendered, WriteFailure};
+use super::schedule::seed_of;
 use crate::api::{LongRunningOperationSpec, LongRunningOperationStatus, OnDelete, Phase};
 
 /// How long a deletion waits for the upstream to confirm a cancel before the object goes anyway.
@@ -26,6 +27,10 @@ pub const DELETE_LIMIT: Duration = Duration::from_secs(600);
 pub const RESYNC: Duration = Duration::from_secs(3600);
 /// How soon a reconcile that ran out of rounds comes back.
 pub const AGAIN: Duration = Duration::from_secs(1);
+/// How soon a request held back by its namespace's fair share is tried again (plus up to 1 s).
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// How soon outputs that could not be written are tried again.
+pub const OUTPUTS_RETRY: Duration = Duration::from_secs(30);
 /// How soon a replica that is not sure to hold the Lease looks again.
 pub const NOT_LEADER_RETRY: Duration = Duration::from_secs(1);
 
@@ -81,6 +86,8 @@ pub enum Outcome {
     },
     /// This replica is not sure to hold the Lease: nothing was sent.
     NotLeader,
+    /// The namespace's share of upstream requests in flight is in use: nothing was sent.
+    Busy,
     /// The finalizer was added or removed.
     FinalizerChanged,
     /// The outputs were written (the objects named), or the write failed.
@@ -90,7 +97,7 @@ pub enum Outcome {
         /// `ConfigMap x`, `Secret y`: what was written.
         written: Vec<String>,
         /// Why writing failed, if it did.
-        error: Option<String>,
+        error: Option<WriteFailure>,
     },
 }
 
@@ -215,19 +222,31 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
             written,
             error,
         } => {
-            outputs::record(
+            let published = outputs::record(
                 &mut status,
                 rendered,
                 written,
-                error.as_deref(),
+                error.as_ref(),
                 observed.generation,
                 now,
             );
+            if !published {
+                // Tried again later (a conflict lasts until someone acts; an expression error
+                // until the spec changes, which reconciles at once), never in a loop.
+                return plan(
+                    status,
+                    memory,
+                    Effect::Done {
+                        requeue: Some(OUTPUTS_RETRY),
+                        keep: Keep::Remember { poll_due: None },
+                    },
+                );
+            }
             Event::Reconcile
         }
         Outcome::HeldBack { turn, wait } => {
             memory.rate_turn = Some(*turn);
-            memory.poll_owed = true;
+            memory.request_owed = true;
             let requeue = Some((*wait).max(Duration::from_millis(1)));
             return plan(
                 status,
@@ -239,11 +258,26 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
             );
         }
         Outcome::NotLeader => {
+            memory.request_owed = true;
             return plan(
                 status,
                 memory,
                 Effect::Done {
                     requeue: Some(NOT_LEADER_RETRY),
+                    keep: Keep::Remember { poll_due: None },
+                },
+            );
+        }
+        Outcome::Busy => {
+            memory.request_owed = true;
+            // Spread over a second, so that a namespace's held-back operations do not all come
+            // back at the same instant.
+            let spread = seed_of(&observed.uid) % 1000;
+            return plan(
+                status,
+                memory,
+                Effect::Done {
+                    requeue: Some(BUSY_RETRY + Duration::from_millis(spread)),
                     keep: Keep::Remember { poll_due: None },
                 },
             );

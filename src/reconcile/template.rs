@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::limits::{MAX_HANDLE, MAX_RENDERED_START, MAX_RESULT_DEPTH};
 use crate::api::{RenderedStart, StartRequest};
 use crate::cel::{Expression, Variables};
 
@@ -208,7 +209,27 @@ pub fn render(start: &StartRequest, vars: &Variables) -> Result<RenderedStart, S
         .as_ref()
         .map(|b| render_body(b, "start.body", vars))
         .transpose()?;
-    Ok(RenderedStart { path, query, body })
+    let rendered = RenderedStart { path, query, body };
+    // What was rendered is kept in the status: bounded like everything else there.
+    if rendered.path.len() > MAX_HANDLE {
+        return Err(format!(
+            "start.path renders to {} bytes, more than {MAX_HANDLE}",
+            rendered.path.len()
+        ));
+    }
+    let depth = rendered.body.as_ref().map_or(0, crate::nesting::depth);
+    if depth > MAX_RESULT_DEPTH {
+        return Err(format!(
+            "start.body renders to JSON nested {depth} levels deep, more than {MAX_RESULT_DEPTH}"
+        ));
+    }
+    let size = serde_json::to_vec(&rendered).map_or(0, |v| v.len());
+    if size > MAX_RENDERED_START {
+        return Err(format!(
+            "start renders to {size} bytes of JSON, more than {MAX_RENDERED_START}"
+        ));
+    }
+    Ok(rendered)
 }
 
 /// `start` with the rendered path, query and body in place.
@@ -246,6 +267,32 @@ mod tests {
             &deps,
             &json!({"metadata": {"name": "c"}, "spec": {"zone": "eu-1"}}),
         )
+    }
+
+    #[test]
+    fn a_rendering_too_large_for_the_status_is_an_error_naming_start() {
+        let deps = BTreeMap::from([(
+            "big".to_owned(),
+            json!({"phase": "Succeeded", "result": {"blob": "x".repeat(40_000)}}),
+        )]);
+        let vars = variables(
+            &deps,
+            &json!({"metadata": {"name": "c"}, "spec": {"zone": "eu-1"}}),
+        );
+        let twice = start(
+            "clusters",
+            json!({"a": "${deps.big.result.blob}", "b": "${deps.big.result.blob}"}),
+        );
+        let why = render(&twice, &vars).expect_err("80 kB rendered");
+        assert!(
+            why.contains("start renders to") && why.contains("65536"),
+            "{why}"
+        );
+        let once = start("clusters", json!({"a": "${deps.big.result.blob}"}));
+        assert!(render(&once, &vars).is_ok());
+        let long_path = start("${deps.big.result.blob}", json!({}));
+        let why = render(&long_path, &vars).expect_err("a 40 kB path");
+        assert!(why.contains("start.path renders to"), "{why}");
     }
 
     #[test]

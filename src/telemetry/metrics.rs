@@ -171,6 +171,7 @@ pub struct Metrics {
     poll_lateness: Histogram,
     token_refreshes: Family<ProviderLabels, Counter>,
     rate_limit_wait: Family<ProviderLabels, Counter<f64>>,
+    fair_share_held_back: Counter,
     status_writes: Counter,
     apiserver_requests: Family<ApiLabels, Counter>,
     operations: Arc<OperationsByPhase>,
@@ -239,6 +240,12 @@ impl Metrics {
             Unit::Seconds,
             rate_limit_wait.clone(),
         );
+        let fair_share_held_back = Counter::default();
+        registry.register(
+            "lro_fair_share_held_back",
+            "Upstream requests held back because their namespace had --namespace-concurrency requests in flight",
+            fair_share_held_back.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "lro_status_writes",
@@ -262,6 +269,7 @@ impl Metrics {
             poll_lateness,
             token_refreshes,
             rate_limit_wait,
+            fair_share_held_back,
             status_writes,
             apiserver_requests,
             operations,
@@ -316,6 +324,11 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .inc_by(waited.as_secs_f64());
+    }
+
+    /// Counts a request held back by its namespace's fair share.
+    pub fn held_back_by_fair_share(&self) {
+        self.fair_share_held_back.inc();
     }
 
     /// A handle that records the upstream requests made for one provider (see [`provider_label`]).
@@ -454,6 +467,7 @@ mod tests {
             ("lro_poll_lateness_seconds", "histogram"),
             ("lro_token_refreshes", "counter"),
             ("lro_rate_limit_wait_seconds", "counter"),
+            ("lro_fair_share_held_back", "counter"),
             ("lro_status_writes", "counter"),
         ] {
             assert!(

@@ -294,6 +294,47 @@ impl Authenticator {
         self.token_requests.load(Ordering::Relaxed)
     }
 
+    /// The secret values this credential puts on requests, in every form an answer could echo
+    /// them (as sent, JSON-escaped, percent-encoded; `basic` also base64-encoded as sent), each
+    /// of at least 4 bytes: what [`super::redact`] removes from answers.
+    pub async fn carried(&self) -> Vec<String> {
+        let mut values: Vec<String> = match &self.credential {
+            Credential::Bearer(token) => vec![token.expose_secret().to_owned()],
+            Credential::ApiKey { value, .. } => vec![value.expose_secret().to_owned()],
+            Credential::Basic { username, password } => {
+                let (user, pass) = (username.expose_secret(), password.expose_secret());
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                vec![user.to_owned(), pass.to_owned(), encoded]
+            }
+            // The client secret and the private key go to the token endpoint only (and the
+            // key not even there); the API gets the access token.
+            Credential::OAuth2(_) | Credential::Google(_) => Vec::new(),
+            Credential::AwsSigV4(keys) => keys.carried(),
+        };
+        if let Some(token) = self.token.lock().await.as_ref() {
+            values.push(token.value.expose_secret().to_owned());
+        }
+        let mut forms = Vec::new();
+        for value in values.into_iter().filter(|v| v.len() >= 4) {
+            let json = serde_json::to_string(&value).unwrap_or_default();
+            let json = json.trim_matches('"').to_owned();
+            // Some encoders escape `/` too.
+            let slashes = json.replace('/', "\\/");
+            let percent: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            for form in [json, slashes, percent] {
+                if form != value && form.len() >= 4 {
+                    forms.push(form);
+                }
+            }
+            forms.push(value);
+        }
+        // Longest first: a value that contains another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        forms
+    }
+
     /// Replaces every secret value in `message` by `[redacted]`.
     pub fn scrub(&self, message: &str) -> String {
         scrub(message, &self.credential.secrets())
@@ -529,6 +570,29 @@ pub fn scrub(message: &str, secrets: &[&str]) -> String {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn what_requests_carry_is_listed_in_every_form_longest_first() {
+        let basic = Authenticator::new(Credential::Basic {
+            username: SecretString::from("admin"),
+            password: SecretString::from("p@ss/word"),
+        });
+        let carried = basic.carried().await;
+        assert!(carried.contains(&"p@ss/word".to_owned()), "{carried:?}");
+        assert!(carried.contains(&"p%40ss%2Fword".to_owned()), "{carried:?}");
+        assert!(carried.contains(&r"p@ss\/word".to_owned()), "{carried:?}");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("admin:p@ss/word");
+        assert!(carried.contains(&encoded), "{carried:?}");
+        assert!(
+            carried.windows(2).all(|w| w[0].len() >= w[1].len()),
+            "{carried:?}"
+        );
+        let short = Authenticator::new(Credential::Bearer(SecretString::from("abc")));
+        assert!(
+            short.carried().await.is_empty(),
+            "values under 4 bytes are not searched for"
+        );
+    }
 
     /// The RSA key of the test service account (test-only, never used anywhere real).
     pub const TEST_KEY: &str = include_str!("../../tests/fixtures/sa-test-key.pem");

@@ -95,6 +95,19 @@ pub struct ClientSettings {
     pub max_body: usize,
     /// Which addresses may be connected to.
     pub policy: AddressPolicy,
+    /// Where absolute URLs (the tenant's, the upstream's links) may point.
+    pub url_scope: UrlScope,
+}
+
+/// Where an absolute URL may point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UrlScope {
+    /// Under the base URL's path, on its origin (every protocol but one).
+    #[default]
+    BasePath,
+    /// Anywhere on the base URL's origin: Azure Resource Manager, whose status monitors live
+    /// under `/subscriptions/{id}/providers/{rp}/locations/…` whatever the resource's path.
+    Origin,
 }
 
 /// The credentials of a provider.
@@ -114,6 +127,7 @@ pub struct Upstream {
     token_http: reqwest::Client,
     max_body: usize,
     policy: AddressPolicy,
+    url_scope: UrlScope,
     auth: Option<Arc<Pinned>>,
     /// When the base URL's addresses last passed the policy.
     checked: Arc<std::sync::Mutex<Option<Instant>>>,
@@ -137,6 +151,7 @@ impl Upstream {
             policy: AddressPolicy {
                 allow_private: true,
             },
+            url_scope: UrlScope::BasePath,
         };
         let http = builder(&settings).build()?;
         Ok(Upstream {
@@ -144,6 +159,7 @@ impl Upstream {
             http,
             max_body,
             policy: settings.policy,
+            url_scope: settings.url_scope,
             auth: None,
             checked: Arc::default(),
         })
@@ -187,6 +203,7 @@ impl Upstream {
             token_http,
             max_body: settings.max_body,
             policy: settings.policy,
+            url_scope: settings.url_scope,
             auth: credential.map(|c| {
                 let authenticator = Authenticator::new(c.credential);
                 let authenticator = match c.on_token {
@@ -269,17 +286,20 @@ impl Upstream {
         base_url: &str,
         request: &RequestSpec,
     ) -> Result<HttpAnswer, UpstreamError> {
-        let url = resolve(base_url, &request.path)?;
+        let url = resolve_in(base_url, &request.path, self.url_scope)?;
+        check_headers(request)?;
         if let Some(host) = url.host() {
             self.policy
                 .check_host(&host)
                 .map_err(|why| refused(&url, why))?;
         }
         let pinned = self.auth.as_ref().filter(|p| p.origin == url.origin());
-        let (answer, attached) = self.send_once(&url, request, pinned).await?;
+        let (mut answer, attached) = self.send_once(&url, request, pinned).await?;
         let (Some(pinned), Some(attached)) = (pinned, attached) else {
             return Ok(answer);
         };
+        // Whatever the answer echoes of the credentials is gone before anyone reads it.
+        redact(&mut answer, &pinned.authenticator.carried().await);
         if answer.status != 401 {
             return Ok(answer);
         }
@@ -292,7 +312,9 @@ impl Upstream {
             return Ok(answer);
         }
         tracing::debug!(url = %display_url(&url), "401 with an access token: retrying once with a new one");
-        Ok(self.send_once(&url, request, Some(pinned)).await?.0)
+        let mut answer = self.send_once(&url, request, Some(pinned)).await?.0;
+        redact(&mut answer, &pinned.authenticator.carried().await);
+        Ok(answer)
     }
 
     async fn send_once(
@@ -436,8 +458,13 @@ fn tls_error(error: &reqwest::Error) -> String {
 }
 
 /// Resolves `path` against `base_url`: a relative path is appended to the base URL's path; an
-/// absolute URL is accepted only on the base URL's origin.
+/// absolute URL is accepted only under the base URL's path, on its origin.
 pub fn resolve(base_url: &str, path: &str) -> Result<Url, UpstreamError> {
+    resolve_in(base_url, path, UrlScope::BasePath)
+}
+
+/// Like [`resolve`], with absolute URLs confined to `scope`.
+pub fn resolve_in(base_url: &str, path: &str, scope: UrlScope) -> Result<Url, UpstreamError> {
     let refuse = |why| UpstreamError::Url {
         target: path.to_owned(),
         why,
@@ -447,6 +474,12 @@ pub fn resolve(base_url: &str, path: &str) -> Result<Url, UpstreamError> {
         let url = Url::parse(path).map_err(|_| refuse("not a URL"))?;
         if url.origin() != base.origin() {
             return Err(refuse("it is not on the provider's baseURL origin"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse("it carries credentials (user@host)"));
+        }
+        if scope == UrlScope::BasePath && !under_base_path(&base, &url) {
+            return Err(refuse("it is not under the provider's baseURL path"));
         }
         return Ok(url);
     }
@@ -463,15 +496,105 @@ pub fn resolve(base_url: &str, path: &str) -> Result<Url, UpstreamError> {
         return Err(refuse("it is not on the provider's baseURL origin"));
     }
     // The URL parser resolves dot segments in disguise (`%2e%2e`, `..\`): check where it landed.
-    let prefix = base.path().trim_end_matches('/');
-    let under = url
-        .path()
-        .strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if !under {
+    if !under_base_path(&base, &url) {
         return Err(refuse("the path must stay under the provider's baseURL"));
     }
     Ok(url)
+}
+
+/// Whether `url`'s path is the base URL's path or below it.
+fn under_base_path(base: &Url, url: &Url) -> bool {
+    let prefix = base.path().trim_end_matches('/');
+    url.path()
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Headers a request may not set itself: the connection's own (`Host`, hop-by-hop), the
+/// credentials' (`Authorization`, `Cookie`, proxies'), and forwarding claims.
+pub const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "forwarded",
+    "via",
+    "x-real-ip",
+];
+
+/// Prefixes of the header names a request may not set (proxies' credentials, forwarding
+/// claims, method overrides).
+pub const FORBIDDEN_HEADER_PREFIXES: &[&str] = &["proxy-", "x-forwarded-", "x-http-method"];
+
+/// Whether a header name is one a request may not set ([`FORBIDDEN_HEADERS`],
+/// [`FORBIDDEN_HEADER_PREFIXES`]).
+pub fn forbidden_header(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    FORBIDDEN_HEADERS.contains(&name.as_str())
+        || FORBIDDEN_HEADER_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// Refuses a request that sets a forbidden header (the admission rules refuse them in
+/// `spec.start.headers` already; this holds for every other path too).
+fn check_headers(request: &RequestSpec) -> Result<(), UpstreamError> {
+    match request
+        .headers
+        .iter()
+        .find(|(name, _)| forbidden_header(name))
+    {
+        Some((name, _)) => Err(UpstreamError::Url {
+            target: request.path.clone(),
+            why: match name.to_ascii_lowercase().as_str() {
+                "host" => "a request may not set Host (the baseURL chooses the host)",
+                "authorization" | "cookie" => {
+                    "a request may not set Authorization or Cookie (credentials come from the provider's spec.auth)"
+                }
+                _ => "a request may not set hop-by-hop, proxy or forwarding headers",
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Replaces each of `secrets` in the answer's body and header values by `[redacted]` (which
+/// keeps JSON valid: a secret echoed inside a string stays a string).
+pub fn redact(answer: &mut HttpAnswer, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let finder = memchr::memmem::Finder::new(secret.as_bytes());
+        if finder.find(&answer.body).is_some() {
+            answer.body = replace_all(&answer.body, &finder, b"[redacted]");
+        }
+        for (_, value) in &mut answer.headers {
+            if value.contains(secret.as_str()) {
+                *value = value.replace(secret.as_str(), "[redacted]");
+            }
+        }
+    }
+}
+
+fn replace_all(haystack: &[u8], finder: &memchr::memmem::Finder<'_>, with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut last = 0;
+    for at in finder.find_iter(haystack) {
+        // Overlapping matches: the earlier one was replaced whole.
+        if at < last {
+            continue;
+        }
+        out.extend_from_slice(&haystack[last..at]);
+        out.extend_from_slice(with);
+        last = at + finder.needle().len();
+    }
+    out.extend_from_slice(&haystack[last..]);
+    out
 }
 
 /// `url` without its query (which may hold an API key).
@@ -533,6 +656,112 @@ mod tests {
         );
     }
 
+    #[test]
+    fn absolute_urls_stay_under_the_base_path_unless_the_protocol_says_origin() {
+        let base = "https://api.example.com/v1/projects/mine";
+        for outside in [
+            "https://api.example.com/v1/projects/theirs/operations/x",
+            "https://api.example.com/admin",
+            "https://api.example.com/v1/projects/mine/../theirs",
+            "https://api.example.com/v1/projects/mine/%2e%2e/theirs",
+            "https://api.example.com/v1/projects/minex",
+        ] {
+            let refused = resolve(base, outside).expect_err(outside).to_string();
+            assert!(refused.contains("baseURL path"), "{outside}: {refused}");
+            assert!(
+                resolve_in(base, outside, UrlScope::Origin).is_ok(),
+                "{outside}"
+            );
+        }
+        assert!(
+            resolve(
+                base,
+                "https://api.example.com/v1/projects/mine/operations/x"
+            )
+            .is_ok()
+        );
+        for scope in [UrlScope::BasePath, UrlScope::Origin] {
+            let refused = resolve_in(
+                base,
+                "https://u:p@api.example.com/v1/projects/mine/x",
+                scope,
+            )
+            .expect_err("userinfo");
+            assert!(refused.to_string().contains("credentials"), "{refused}");
+            assert!(
+                resolve_in(
+                    base,
+                    "https://api.example.com.evil.io/v1/projects/mine",
+                    scope
+                )
+                .is_err()
+            );
+            assert!(
+                resolve_in(base, "https://api.example.com:8443/v1/projects/mine", scope).is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn echoed_credentials_are_redacted_in_every_form() {
+        let secrets = vec![
+            "s3cr3t/t0ken+x=".to_owned(),
+            r"s3cr3t\/t0ken+x=".to_owned(),
+            "s3cr3t%2Ft0ken%2Bx%3D".to_owned(),
+        ];
+        let body = br#"{"error": {"message": "bad token s3cr3t\/t0ken+x= in ?key=s3cr3t%2Ft0ken%2Bx%3D, s3cr3t/t0ken+x="}}"#;
+        let mut answer = HttpAnswer {
+            status: 401,
+            headers: vec![("www-authenticate".into(), "Bearer s3cr3t/t0ken+x=".into())],
+            body: body.to_vec(),
+        };
+        redact(&mut answer, &secrets);
+        let text = String::from_utf8(answer.body).unwrap();
+        assert!(!text.contains("t0ken"), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+        assert!(parsed["error"]["message"].is_string());
+        assert_eq!(answer.headers[0].1, "Bearer [redacted]");
+    }
+
+    #[test]
+    fn requests_may_not_set_the_host_credentials_or_forwarding_headers() {
+        for name in [
+            "Host",
+            "host ",
+            "Authorization",
+            "COOKIE",
+            "Connection",
+            "Transfer-Encoding",
+            "Proxy-Authorization",
+            "Forwarded",
+            "X-Forwarded-For",
+            "X-Forwarded-Host",
+            "X-HTTP-Method-Override",
+            "Via",
+            "Upgrade",
+        ] {
+            assert!(forbidden_header(name), "{name}");
+            let request = RequestSpec {
+                method: reqwest::Method::POST,
+                path: "x".into(),
+                query: Vec::new(),
+                headers: vec![(name.into(), "v".into())],
+                body: None,
+            };
+            assert!(check_headers(&request).is_err(), "{name}");
+        }
+        for name in [
+            "Content-Type",
+            "X-Request-Id",
+            "Prefer",
+            "X-Amz-Target",
+            "If-Match",
+        ] {
+            assert!(!forbidden_header(name), "{name}");
+        }
+    }
+
     proptest::proptest! {
     #[test]
     fn resolve_never_panics_and_stays_on_the_base(
@@ -554,7 +783,7 @@ mod tests {
             return Err(proptest::test_runner::TestCaseError::fail(format!("resolved against {base:?}, not a URL")));
         };
         proptest::prop_assert_eq!(url.origin(), base_url.origin(), "left the origin: {} + {}", base, path);
-        if !path.contains("://") {
+        {
             let prefix = base_url.path().trim_end_matches('/');
             let stays = url.path() == prefix
                 || url.path().strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'));

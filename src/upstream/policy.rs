@@ -117,7 +117,7 @@ impl AddressPolicy {
             AddressClass::Public => Ok(()),
             AddressClass::Private(_) if self.allow_private => Ok(()),
             AddressClass::Private(what) => Err(format!(
-                "{ip} is {what}; set spec.allowPrivateNetworks: true on the provider (or run the operator with --allow-private-networks) to allow it"
+                "{ip} is {what}; only a cluster admin may allow it: spec.allowPrivateNetworks on a ClusterOperationProvider, or the operator's --allow-private-networks"
             )),
             AddressClass::Forbidden(what) => {
                 Err(format!("{ip} is {what}; the operator never connects there"))
@@ -268,7 +268,10 @@ mod tests {
             }
             .check(ip)
             .expect_err("refused by default");
-            assert!(refused.contains("allowPrivateNetworks"), "{refused}");
+            assert!(
+                refused.contains("allowPrivateNetworks") && refused.contains("cluster admin"),
+                "{refused}"
+            );
             assert!(
                 AddressPolicy {
                     allow_private: true

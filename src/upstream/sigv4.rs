@@ -23,6 +23,16 @@ pub struct AwsKeys {
 
 impl AwsKeys {
     /// Every secret value (to scrub messages with).
+    /// What a signed request carries of the keys: the access key id and the session token
+    /// (the secret key only signs).
+    pub(super) fn carried(&self) -> Vec<String> {
+        let mut carried = vec![self.access_key_id.expose_secret().to_owned()];
+        if let Some(token) = &self.session_token {
+            carried.push(token.expose_secret().to_owned());
+        }
+        carried
+    }
+
     pub(super) fn secrets(&self) -> Vec<&str> {
         let mut all = vec![
             self.access_key_id.expose_secret(),

@@ -51,6 +51,7 @@ fn settings(allow_private: bool) -> ClientSettings {
         timeout: Duration::from_secs(5),
         max_body: DEFAULT_MAX_BODY,
         policy: AddressPolicy { allow_private },
+        url_scope: UrlScope::BasePath,
     }
 }
 

@@ -4,6 +4,10 @@
 //! that every CEL expression a spec holds compiles. A check is a function from an object to the
 //! problems it has, each `field: what is wrong`; [`problems`] says which checks a kind gets (the
 //! templating of `LongRunningOperation` strings adds its own there).
+//!
+//! These functions block: compiling an expression is CPU work on a thread of its own
+//! ([`crate::cel::Expression::compile`]), and an object may hold many. The server calls them on
+//! the blocking pool, a bounded number at once (see the [module](super) documentation).
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};

@@ -58,6 +58,8 @@ impl TestEnv {
             ])
             .args(args)
             .args(["--health-addr", "127.0.0.1:0"])
+            // The simulator listens on loopback (see `TestEnv::set_private_networks`).
+            .args(self.private_networks.then_some("--allow-private-networks"))
             .env("POD_NAME", identity)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
             .env("RUST_LOG", "info,lro_operator=debug")

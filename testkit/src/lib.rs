@@ -61,6 +61,9 @@ pub struct TestEnv {
     operator_args: Vec<String>,
     /// The operator's `RUST_LOG` (see [`TestEnv::set_operator_log_filter`]).
     operator_log_filter: String,
+    /// Start the operator with `--allow-private-networks` (the simulator listens on loopback);
+    /// see [`TestEnv::set_private_networks`].
+    pub(crate) private_networks: bool,
     /// Logs of the simulator and the operator; kept when the test fails.
     logs: Option<tempfile::TempDir>,
 }
@@ -99,6 +102,7 @@ impl TestEnv {
             operator: None,
             operator_args: Vec::new(),
             operator_log_filter: "info,lro_operator=debug".into(),
+            private_networks: true,
             logs: Some(logs),
         };
         let provider = json!({
@@ -111,8 +115,6 @@ impl TestEnv {
                 // The simulator's generic collections follow AIP-155: their create methods
                 // declare `requestId`, so starts are idempotent.
                 "google": {"requestIdParameter": "requestId"},
-                // The simulator listens on loopback.
-                "allowPrivateNetworks": true,
                 "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
             },
         });
@@ -141,6 +143,9 @@ impl TestEnv {
             .args(["run", "--namespace", &self.ns, "--leader-elect=false"])
             // Any free loopback port (tests run side by side); see `health.rs`.
             .args(["--health-addr", "127.0.0.1:0"])
+            // The simulator listens on loopback: a cluster admin's flag lets every provider
+            // reach it (a namespaced provider cannot open private networks itself).
+            .args(self.private_networks.then_some("--allow-private-networks"))
             .args(&self.operator_args)
             .env("KUBECONFIG", &self.cluster.kubeconfig)
             .env("RUST_LOG", &self.operator_log_filter)
@@ -172,6 +177,12 @@ impl TestEnv {
         }
         self.operator_args = args.iter().map(|a| (*a).to_owned()).collect();
         self.start_operator().await;
+    }
+
+    /// Whether the operator's next start has `--allow-private-networks` (default: yes, the
+    /// simulator listens on loopback).
+    pub fn set_private_networks(&mut self, allow: bool) {
+        self.private_networks = allow;
     }
 
     /// Sets the operator's `RUST_LOG` for its next start (e.g. `debug`).
@@ -283,7 +294,6 @@ impl TestEnv {
             "spec": {
                 "baseURL": format!("{}{prefix}", self.sim_url),
                 "protocol": protocol,
-                "allowPrivateNetworks": true,
                 "polling": {"initialInterval": "500ms", "maxInterval": "2s"},
             },
         });

@@ -119,6 +119,7 @@ fn every_event() -> Vec<Event> {
         started(obs(UpstreamState::Running, None)),
         Event::StartRejected(upstream_error("INVALID_ARGUMENT", "bad")),
         Event::StartLost("timeout".into()),
+        Event::StartRefused("refusing to send to https://elsewhere/x".into()),
         Event::Polled(obs(UpstreamState::Running, Some(50))),
         Event::Polled(obs(UpstreamState::Succeeded, Some(100))),
         poll_failed(false),
@@ -170,6 +171,14 @@ impl World {
             pre: Prerequisites::default(),
             now: t(0.0),
         }
+    }
+
+    /// With `body` as `spec.start.body`.
+    fn body(mut self, body: serde_json::Value) -> World {
+        if let Some(start) = self.spec.start.as_mut() {
+            start.body = Some(body);
+        }
+        self
     }
 
     /// Depends on `names`.
@@ -507,12 +516,37 @@ fn a_new_object_starts_or_adopts() {
             },
         },
         Row {
+            // A start without an idempotency key, written as intended but held back before it
+            // was sent (rate limit, fair share, Lease): sent now, not given up as unknown.
+            name: "Starting (no key), start held back: sent, not StartOutcomeUnknown",
+            given: World::starting()
+                .caps(false, true)
+                .mem(|m| m.request_owed = true)
+                .at(1.0),
+            event: Event::Reconcile,
+            phase: Phase::Starting,
+            action: Want::Is(Action::Start {
+                request_id: UID.into(),
+            }),
+            reason: "Starting",
+            check: nothing,
+        },
+        Row {
+            name: "Starting (no key), restarted before the answer: not resent",
+            given: World::starting().caps(false, true).at(1.0),
+            event: Event::Reconcile,
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "StartOutcomeUnknown",
+            check: nothing,
+        },
+        Row {
             // The first poll of an adopted operation was held back (the provider's rate limit):
             // it stays due until it is sent, not pushed to the schedule's next point.
             name: "adopted, first poll held back: still due",
             given: World::new(false)
                 .then(&Event::Reconcile)
-                .mem(|m| m.poll_owed = true)
+                .mem(|m| m.request_owed = true)
                 .at(0.4),
             event: Event::Reconcile,
             phase: Phase::Running,
@@ -535,6 +569,19 @@ fn a_new_object_starts_or_adopts() {
                         .message
                         .contains("not found")
                 );
+            },
+        },
+        Row {
+            name: "new + start whose body was nested too deep to read: Failed, nothing started",
+            given: World::new(true).body(serde_json::json!({"a": {"b": crate::nesting::TOO_DEEP}})),
+            event: Event::Reconcile,
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "SpecTooDeep",
+            check: |_, d| {
+                assert_eq!(d.status.operation, None, "nothing started");
+                let message = d.status.message.as_deref().unwrap_or_default();
+                assert!(message.contains("spec.start.body"), "{message}");
             },
         },
         Row {
@@ -934,6 +981,47 @@ fn starting() {
                     Some(UID),
                     "the id is kept, to look the operation up"
                 );
+            },
+        },
+        Row {
+            name: "Starting + Started with a handle too long to keep: Failed, not cut",
+            given: World::starting().at(1.0),
+            event: Event::Started(Started {
+                handle: OperationHandle {
+                    url: Some(format!("https://h/{}", "x".repeat(5000))),
+                    ..OperationHandle::default()
+                },
+                observation: obs(UpstreamState::Running, None),
+            }),
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "HandleTooLarge",
+            check: |_, d| {
+                let message = d.status.message.as_deref().unwrap_or_default();
+                assert!(message.contains("url is 5010 bytes"), "{message}");
+                assert!(
+                    d.status.operation.as_ref().is_none_or(|h| h.url.is_none()),
+                    "no cut handle kept"
+                );
+            },
+        },
+        Row {
+            name: "Starting + StartRefused (never sent): Failed, naming spec.start",
+            given: World::starting().at(1.0),
+            event: Event::StartRefused(
+                "refusing to send to https://api/v2/x: it is not under the provider's baseURL path"
+                    .into(),
+            ),
+            phase: Phase::Failed,
+            action: Want::Is(Action::Wait(None)),
+            reason: "StartRefused",
+            check: |_, d| {
+                let message = d.status.message.as_deref().unwrap_or_default();
+                assert!(
+                    message.contains("spec.start") && message.contains("baseURL path"),
+                    "{message}"
+                );
+                assert!(d.status.error.is_none(), "nothing upstream answered");
             },
         },
         Row {

@@ -246,6 +246,48 @@ fn outputs_are_written_before_succeeded_is() {
 }
 
 #[test]
+fn an_output_conflict_is_reported_and_tried_again_later_not_in_a_loop() {
+    let mut o = running();
+    o.spec.outputs = Some(Outputs {
+        config_map: Some(OutputTarget {
+            name: "theirs".into(),
+            data: [("url".to_owned(), "result.url".to_owned())].into(),
+        }),
+        secret: None,
+    });
+    let done = polled(UpstreamState::Succeeded, Some(json!({"url": "https://db"})));
+    let (o, plan) = after(o, &done, 2.0);
+    let Effect::PublishOutputs(rendered) = &plan.effect else {
+        panic!("{plan:?}");
+    };
+    let conflict = Outcome::OutputsWritten {
+        rendered: rendered.clone(),
+        written: Vec::new(),
+        error: Some(WriteFailure::conflict("ConfigMap theirs exists")),
+    };
+    let (o, plan) = after(o, &conflict, 2.0);
+    assert_eq!(
+        plan.effect,
+        Effect::Done {
+            requeue: Some(OUTPUTS_RETRY),
+            keep: Keep::Remember { poll_due: None },
+        }
+    );
+    assert!(plan.write_first, "Succeeded and the conflict are written");
+    assert_eq!(plan.status.phase, Some(Phase::Succeeded));
+    let c = super::super::conditions::find(&plan.status.conditions, outputs::OUTPUTS_PUBLISHED)
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "OutputConflict")
+    );
+    assert!(!settled(&o), "the outputs are still owed");
+    // The next reconcile (the requeue) tries again.
+    let (_, plan) = after(o, &Outcome::Begin, 32.0);
+    assert!(matches!(plan.effect, Effect::PublishOutputs(_)), "{plan:?}");
+}
+
+#[test]
 fn what_an_answer_teaches_is_learnt_with_retry_after_clamped() {
     let o = running();
     let outcome = Outcome::Upstream(
@@ -286,7 +328,7 @@ fn rate_limits_and_the_lease_hold_requests_back_without_losing_them() {
         t(1.0),
     );
     assert_eq!(plan.memory.rate_turn, Some(turn));
-    assert!(plan.memory.poll_owed, "the poll stays due");
+    assert!(plan.memory.request_owed, "the poll stays due");
     assert!(
         matches!(plan.effect, Effect::Done { requeue: Some(d), .. } if d == Duration::from_secs(3))
     );
@@ -304,6 +346,18 @@ fn rate_limits_and_the_lease_hold_requests_back_without_losing_them() {
     assert_eq!(plan.memory.rate_turn, None);
     let plan = step(&o, &Outcome::NotLeader, t(4.0));
     assert!(matches!(plan.effect, Effect::Done { requeue: Some(d), .. } if d == NOT_LEADER_RETRY));
+    assert!(plan.memory.request_owed, "the request stays due");
+    // The namespace's fair share: back within one to two seconds, the request still due.
+    let plan = step(&o, &Outcome::Busy, t(4.0));
+    assert!(plan.memory.request_owed);
+    assert!(
+        matches!(plan.effect, Effect::Done { requeue: Some(d), .. } if d >= BUSY_RETRY && d < BUSY_RETRY * 2),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.write_first || plan.status == o.status,
+        "nothing new to write"
+    );
 }
 
 #[test]
