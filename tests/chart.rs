@@ -12,19 +12,15 @@ use lro_testkit as support;
 use lro_testkit::helm;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::process::Stdio;
 use std::time::Duration;
 
-use helm::{CHART, Identity, ROOT, container_args, free_port, verify_serving_cert};
+use helm::{CHART, Identity, Operator, ROOT, container_args, runnable_args, verify_serving_cert};
 use kube::ResourceExt;
 use lro_operator::api::Phase;
 use serde_json::{Value, json};
 use support::{PROVIDER, TestEnv, pretty};
-use tokio::process::{Child, Command};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const BIN: &str = env!("CARGO_BIN_EXE_lro-operator");
 
 // ---------------------------------------------------------------------------------- no cluster
 
@@ -514,75 +510,6 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     }
 }
 
-/// The operator binary, run as some identity; its log is printed if the test fails.
-struct Operator {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Operator {
-    /// Runs `lro-operator ARGS…` as `identity`, with `env` (the downward API's variables).
-    fn start(args: &[String], identity: &Identity, env: &[(&str, &str)], tag: &str) -> Operator {
-        let log = tempfile::Builder::new()
-            .prefix(&format!("lro-chart-operator-{tag}-"))
-            .suffix(".log")
-            .tempfile()
-            .unwrap_or_else(|e| panic!("cannot create a log file: {e}"));
-        // Append mode: stdout and stderr share the file without overwriting each other.
-        let reopen = || {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(log.path())
-                .unwrap_or_else(|e| panic!("cannot reopen the log: {e}"))
-        };
-        let (out, err) = (reopen(), reopen());
-        writeln!(&out, "===== lro-operator {}", args.join(" ")).ok();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("KUBECONFIG", &identity.kubeconfig)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info,lro_operator=debug,kube_runtime=debug")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        Operator { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-            eprintln!("===== operator (as the chart's ServiceAccount) log tail:\n{tail}\n=====");
-        }
-    }
-}
-
-/// The long flags `lro-operator run` knows.
-async fn known_run_flags() -> BTreeSet<String> {
-    let out = helm::run(Command::new(BIN).args(["run", "--help"]), None)
-        .await
-        .assert_ok();
-    out.stdout
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(|w| {
-            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
     let mut env = TestEnv::new("chart").await;
@@ -739,24 +666,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         chart_args.contains(&format!("--namespace={ns}")),
         "{chart_args:?}"
     );
-    let known = known_run_flags().await;
-    let health = format!("--health-addr=127.0.0.1:{}", free_port());
-    let mut args = vec!["run".to_owned()];
-    let mut not_yet = Vec::new();
-    for arg in &chart_args[1..] {
-        let flag = arg.split('=').next().unwrap_or_default();
-        if !known.contains(flag) {
-            not_yet.push(arg.clone());
-            continue;
-        }
-        args.push(match flag {
-            "--health-addr" => health.clone(), // a loopback port, not 0.0.0.0:8080
-            _ => arg.clone(), // leader election as the chart sets it: proves the lease Role
-        });
-    }
-    if !not_yet.is_empty() {
-        eprintln!("chart arguments this lro-operator does not know yet (left out): {not_yet:?}");
-    }
+    let args = runnable_args(&chart_args).await;
     let operator = Operator::start(&args, &identity, &env_vars, &ns);
 
     // Operations through both providers complete …

@@ -4,6 +4,7 @@
 
 mod auth;
 mod duration;
+mod headers;
 mod operation;
 mod provider;
 mod schema;
@@ -13,6 +14,7 @@ pub use auth::{
     GoogleServiceAccount, OAuth2ClientCredentials, SecretKeyRef, SecretValue, TlsSpec,
 };
 pub use duration::{DurationError, format_duration, parse_duration};
+pub use headers::{FORBIDDEN_HEADER_PREFIXES, FORBIDDEN_HEADERS, forbidden_header};
 pub use operation::{
     ErrorDetail, HttpMethod, LongRunningOperation, LongRunningOperationSpec,
     LongRunningOperationStatus, OnDelete, OperationError, OperationHandle, OperationRef,

@@ -216,14 +216,14 @@ pub struct StartRequest {
     pub body: Option<serde_json::Value>,
 }
 
-/// The admission rule of `spec.start.headers`: the names `upstream::forbidden_header` refuses.
+/// The admission rule of `spec.start.headers`: the names [`super::forbidden_header`] refuses.
 fn start_headers_rule() -> kube::core::Rule {
-    let names = crate::upstream::FORBIDDEN_HEADERS
+    let names = super::FORBIDDEN_HEADERS
         .iter()
         .map(|h| format!("'{h}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let prefixes = crate::upstream::FORBIDDEN_HEADER_PREFIXES
+    let prefixes = super::FORBIDDEN_HEADER_PREFIXES
         .iter()
         .map(|p| format!("k.lowerAscii().startsWith('{p}')"))
         .collect::<Vec<_>>()

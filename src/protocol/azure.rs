@@ -56,8 +56,8 @@ impl Dialect for Azure {
     /// ARM's status monitors are on the same origin but not under the resource's path
     /// (`/subscriptions/{id}/providers/{rp}/locations/{l}/operationStatuses/…`), whatever path
     /// `baseURL` has: anywhere on its origin.
-    fn url_scope(&self) -> crate::upstream::UrlScope {
-        crate::upstream::UrlScope::Origin
+    fn url_scope(&self) -> super::UrlScope {
+        super::UrlScope::Origin
     }
 
     fn idempotent_start(&self, start: &StartRequest) -> bool {

@@ -122,6 +122,8 @@ impl Http {
         let ok = is_success(answer.status);
         let holds = |expr: &Expression, field: &str| match expr.evaluate_bool(&vars) {
             Ok(b) => Ok(b),
+            // Over its budget on any answer: said, not taken for "does not hold".
+            Err(e @ EvalError::OverBudget(_)) => Err(failure(field, expr, &e)),
             Err(_) if !ok => Ok(false),
             Err(e) => Err(failure(field, expr, &e)),
         };

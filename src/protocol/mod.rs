@@ -311,6 +311,17 @@ pub enum CancelOutcome {
     Lost(String),
 }
 
+/// Where an absolute URL may point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UrlScope {
+    /// Under the base URL's path, on its origin (every protocol but one).
+    #[default]
+    BasePath,
+    /// Anywhere on the base URL's origin: Azure Resource Manager, whose status monitors live
+    /// under `/subscriptions/{id}/providers/{rp}/locations/…` whatever the resource's path.
+    Origin,
+}
+
 /// One upstream protocol. The `read_*` methods give the HTTP semantics most protocols share
 /// (2xx: read the body; 4xx other than 408/425/429: refused; 404/410: not found; the rest:
 /// transient); a protocol overrides them where its wire format says otherwise.
@@ -327,8 +338,8 @@ pub trait Dialect: Send + Sync {
     }
     /// Where absolute URLs (links in answers, `spec.operation.url`) may point: under the
     /// provider's `baseURL` path by default.
-    fn url_scope(&self) -> crate::upstream::UrlScope {
-        crate::upstream::UrlScope::BasePath
+    fn url_scope(&self) -> UrlScope {
+        UrlScope::BasePath
     }
     /// Builds the start request; `request_id` is the idempotency key, stable across resends.
     fn start_request(&self, start: &StartRequest, request_id: &str) -> RequestSpec;

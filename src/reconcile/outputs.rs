@@ -11,7 +11,7 @@ use super::conditions;
 use crate::api::{
     LongRunningOperationSpec, LongRunningOperationStatus, OutputTarget, Outputs, Phase,
 };
-use crate::cel::{Expression, Variables};
+use crate::cel::{EvalError, Expression, Variables};
 
 /// The condition saying whether `spec.outputs` was written for the current generation.
 pub const OUTPUTS_PUBLISHED: &str = "OutputsPublished";
@@ -106,12 +106,11 @@ fn evaluate(
             let value = Expression::compile(source, VARIABLES)
                 .map_err(|e| format!("{what} key {key}: does not compile: {e}"))?
                 .evaluate_json(vars)
-                .map_err(|e| {
-                    if secret {
-                        format!("{what} key {key}: the expression failed")
-                    } else {
-                        format!("{what} key {key}: {e}")
-                    }
+                .map_err(|e| match e {
+                    // Says what it would cost, never a value: shown for a Secret too.
+                    EvalError::OverBudget(_) => format!("{what} key {key}: {e}"),
+                    _ if secret => format!("{what} key {key}: the expression failed"),
+                    _ => format!("{what} key {key}: {e}"),
                 })?;
             let text = match value {
                 Value::String(s) => s,

@@ -114,6 +114,9 @@ pub fn is_templated(start: &StartRequest) -> bool {
 /// The problems of a start request's templates: unterminated `${` and expressions that do not
 /// compile, each `field: what is wrong` (for the admission webhook).
 pub fn check(start: &StartRequest) -> Vec<String> {
+    if let Err(too_many) = within_template_limit(start) {
+        return vec![too_many];
+    }
     let mut problems = Vec::new();
     for (field, s) in strings(start) {
         match pieces(&s) {
@@ -130,6 +133,24 @@ pub fn check(start: &StartRequest) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The most `${…}` templates a start request may hold (each is compiled at admission and
+/// evaluated once, before the start).
+pub const MAX_TEMPLATES: usize = 64;
+
+/// `Err` when the start request holds more than [`MAX_TEMPLATES`] templates.
+fn within_template_limit(start: &StartRequest) -> Result<(), String> {
+    let count: usize = strings(start)
+        .iter()
+        .map(|(_, s)| s.matches("${").count())
+        .sum();
+    if count > MAX_TEMPLATES {
+        return Err(format!(
+            "spec.start holds {count} ${{…}} templates, more than {MAX_TEMPLATES}"
+        ));
+    }
+    Ok(())
 }
 
 /// The variables of a template: `deps` (name → status JSON) and `self`.
@@ -195,6 +216,7 @@ fn render_body(value: &Value, at: &str, vars: &Variables) -> Result<Value, Strin
 
 /// Renders the templated parts of a start request. The error names the field and the expression.
 pub fn render(start: &StartRequest, vars: &Variables) -> Result<RenderedStart, String> {
+    within_template_limit(start)?;
     let path = as_text(render_string("start.path", &start.path, vars)?);
     let query = start
         .query
@@ -267,6 +289,21 @@ mod tests {
             &deps,
             &json!({"metadata": {"name": "c"}, "spec": {"zone": "eu-1"}}),
         )
+    }
+
+    #[test]
+    fn more_templates_than_the_limit_are_refused_before_compiling() {
+        let fields: serde_json::Map<String, Value> = (0..=MAX_TEMPLATES)
+            .map(|i| (format!("f{i}"), json!("${self.spec.zone}")))
+            .collect();
+        let many = start("clusters", Value::Object(fields));
+        let problems = check(&many);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("66 ${…} templates, more than 64"),
+            "{problems:?}"
+        );
+        assert!(render(&many, &vars()).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ use secrecy::{ExposeSecret, SecretBox};
 pub use auth::{AuthError, Authenticator, Credential, TokenTransport};
 pub use policy::{AddressPolicy, AddressRefused};
 
+use crate::api::forbidden_header;
+pub use crate::protocol::UrlScope;
 use crate::protocol::{HttpAnswer, RequestSpec};
 
 /// Default cap on an upstream response body.
@@ -97,17 +99,6 @@ pub struct ClientSettings {
     pub policy: AddressPolicy,
     /// Where absolute URLs (the tenant's, the upstream's links) may point.
     pub url_scope: UrlScope,
-}
-
-/// Where an absolute URL may point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UrlScope {
-    /// Under the base URL's path, on its origin (every protocol but one).
-    #[default]
-    BasePath,
-    /// Anywhere on the base URL's origin: Azure Resource Manager, whose status monitors live
-    /// under `/subscriptions/{id}/providers/{rp}/locations/…` whatever the resource's path.
-    Origin,
 }
 
 /// The credentials of a provider.
@@ -508,39 +499,6 @@ fn under_base_path(base: &Url, url: &Url) -> bool {
     url.path()
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Headers a request may not set itself: the connection's own (`Host`, hop-by-hop), the
-/// credentials' (`Authorization`, `Cookie`, proxies'), and forwarding claims.
-pub const FORBIDDEN_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "cookie",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "forwarded",
-    "via",
-    "x-real-ip",
-];
-
-/// Prefixes of the header names a request may not set (proxies' credentials, forwarding
-/// claims, method overrides).
-pub const FORBIDDEN_HEADER_PREFIXES: &[&str] = &["proxy-", "x-forwarded-", "x-http-method"];
-
-/// Whether a header name is one a request may not set ([`FORBIDDEN_HEADERS`],
-/// [`FORBIDDEN_HEADER_PREFIXES`]).
-pub fn forbidden_header(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
-    FORBIDDEN_HEADERS.contains(&name.as_str())
-        || FORBIDDEN_HEADER_PREFIXES
-            .iter()
-            .any(|p| name.starts_with(p))
 }
 
 /// Refuses a request that sets a forbidden header (the admission rules refuse them in

@@ -581,7 +581,11 @@ async fn read_body(
 
 /// Parses, checks and encodes a review: the blocking part, run on the blocking pool.
 fn answer(body: &[u8]) -> Response {
-    let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+    // Parts nested too deep for the operator to read become a marker the checks refuse (see
+    // `crate::nesting`): a clear denial instead of a parse error.
+    let mut pruned = Vec::with_capacity(body.len());
+    crate::nesting::Pruner::default().feed(body, &mut pruned);
+    let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&pruned) {
         Ok(review) => review,
         Err(e) => {
             return refuse(
@@ -818,6 +822,32 @@ mod tests {
                 "object": object,
             },
         })
+    }
+
+    #[tokio::test]
+    async fn a_body_nested_too_deep_is_denied_saying_so() {
+        let marker = "\"DEEP\"";
+        let object = json!({"apiVersion": "lro.dev/v1alpha1", "kind": "LongRunningOperation",
+            "metadata": {"name": "o", "namespace": "n"},
+            "spec": {"providerRef": {"name": "p"}, "start": {"path": "x", "body": "DEEP"}}});
+        let deep = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+        let text = review("LongRunningOperation", "longrunningoperations", object)
+            .to_string()
+            .replace(marker, &deep);
+        let response = answer(text.as_bytes());
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let out: Value = serde_json::from_slice(&bytes).expect("a review");
+        assert_eq!(out["response"]["allowed"], false, "{out}");
+        let message = out["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.contains("spec.start.body is nested deeper"),
+            "{message}"
+        );
     }
 
     fn provider_review(succeeded: &str) -> Value {

@@ -63,6 +63,16 @@ pub fn problems(kind: &str, object: &Value) -> Vec<String> {
 /// An operation's `${…}` templates in `spec.start` and its `spec.outputs` expressions must compile.
 fn operation_problems(object: &Value) -> Vec<String> {
     let mut found = Vec::new();
+    if object
+        .pointer("/spec/start/body")
+        .is_some_and(crate::nesting::too_deep)
+    {
+        found.push(format!(
+            "spec.start.body is nested deeper than the operator reads (at most {} levels from the object's root): flatten it",
+            crate::nesting::MAX_NESTING
+        ));
+        return found;
+    }
     if let Some(start) = object.pointer("/spec/start").filter(|s| !s.is_null()) {
         match serde_json::from_value::<crate::api::StartRequest>(start.clone()) {
             Ok(start) => found.extend(crate::reconcile::template::check(&start)),

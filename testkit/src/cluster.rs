@@ -141,7 +141,9 @@ impl Cluster {
         }
     }
 
-    /// A kube client for this cluster (bound to the calling test's runtime).
+    /// A kube client for this cluster (bound to the calling test's runtime). Like the
+    /// operator's, it reads `lro.dev` objects nested too deep with the deep parts replaced
+    /// (`lro_operator::nesting`), so that a test may create one.
     pub async fn client(&self) -> kube::Client {
         install_crypto();
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
@@ -149,7 +151,10 @@ impl Cluster {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap_or_else(|e| panic!("invalid kubeconfig {}: {e}", self.kubeconfig.display()));
-        kube::Client::try_from(config).unwrap_or_else(|e| panic!("cannot build a kube client: {e}"))
+        kube::client::ClientBuilder::try_from(config)
+            .unwrap_or_else(|e| panic!("cannot build a kube client: {e}"))
+            .with_layer(&lro_operator::nesting::PruneNesting)
+            .build()
     }
 }
 

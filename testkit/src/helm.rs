@@ -1,9 +1,7 @@
-//! Helpers for the chart tests (`tests/chart.rs`): Helm 4 built by `hack/build-tools`, kubectl and
-//! helm with a kubeconfig of their own (the admin's, or a ServiceAccount token's), and the operator
-//! binary run as a given identity.
-//!
-//! Included by `tests/chart.rs` with `#[path]` (not a submodule of `support`), so it only uses
-//! `support`'s public items.
+//! Helpers for the chart and tenancy tests (`tests/chart.rs`, `tests/tenancy.rs`): Helm 4 built
+//! by `hack/build-tools`, kubectl and helm with a kubeconfig of their own (the admin's, or a
+//! ServiceAccount token's), and the operator binary run as a given identity with the chart's
+//! arguments.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -285,4 +283,120 @@ pub async fn verify_serving_cert(
         .filter_map(|s| s.trim().strip_prefix("DNS:"))
         .map(str::to_owned)
         .collect()
+}
+
+/// The operator binary, run as some identity (a pod of the chart's Deployment would run it so);
+/// its log is printed if the test fails.
+pub struct Operator {
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Operator {
+    /// Runs `lro-operator ARGS…` as `identity`, with `env` (the downward API's variables).
+    pub fn start(
+        args: &[String],
+        identity: &Identity,
+        env: &[(&str, &str)],
+        tag: &str,
+    ) -> Operator {
+        use std::io::Write as _;
+        let log = tempfile::Builder::new()
+            .prefix(&format!("lro-chart-operator-{tag}-"))
+            .suffix(".log")
+            .tempfile()
+            .unwrap_or_else(|e| panic!("cannot create a log file: {e}"));
+        // Append mode: stdout and stderr share the file without overwriting each other.
+        let reopen = || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(log.path())
+                .unwrap_or_else(|e| panic!("cannot reopen the log: {e}"))
+        };
+        let (out, err) = (reopen(), reopen());
+        writeln!(&out, "===== lro-operator {}", args.join(" ")).ok();
+        let child = Command::new(crate::operator_bin())
+            .args(args)
+            .env("KUBECONFIG", &identity.kubeconfig)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info,lro_operator=debug,kube_runtime=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start lro-operator: {e}"));
+        Operator { child, log }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether it still runs (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("===== operator (as the chart's ServiceAccount) log tail:\n{tail}\n=====");
+        }
+    }
+}
+
+/// The long flags `lro-operator run` knows.
+pub async fn known_run_flags() -> std::collections::BTreeSet<String> {
+    let out = run(
+        Command::new(crate::operator_bin()).args(["run", "--help"]),
+        None,
+    )
+    .await
+    .assert_ok();
+    out.stdout
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The chart's container arguments (`run …`, from [`container_args`]) as this binary can run
+/// them here: the health server on a free loopback port instead of `0.0.0.0:8080`, and the
+/// flags it does not know yet left out (and named on stderr).
+pub async fn runnable_args(chart_args: &[String]) -> Vec<String> {
+    let known = known_run_flags().await;
+    let health = format!("--health-addr=127.0.0.1:{}", free_port());
+    let mut args = vec!["run".to_owned()];
+    let mut not_yet = Vec::new();
+    for arg in chart_args.iter().skip(1) {
+        let flag = arg.split('=').next().unwrap_or_default();
+        if !known.contains(flag) {
+            not_yet.push(arg.clone());
+            continue;
+        }
+        args.push(match flag {
+            "--health-addr" => health.clone(),
+            // Leader election as the chart sets it: proves the lease Role.
+            _ => arg.clone(),
+        });
+    }
+    if !not_yet.is_empty() {
+        eprintln!("chart arguments this lro-operator does not know yet (left out): {not_yet:?}");
+    }
+    args
 }
