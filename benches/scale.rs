@@ -5,8 +5,8 @@
 //!
 //!     scale --bin PATH --sim PATH [--ops N] [--duration-dist uniform:30:120|fixed:S] [--dir DIR]
 //!           [--initial S] [--max S] [--multiplier M] [--jitter J]
-//!           [--mix google,redpanda,google-start] [--rate-limit RPS[:BURST]] [--restart]
-//!           [--concurrency N] [--keep]
+//!           [--mix google,redpanda,google-start,google-progress] [--rate-limit RPS[:BURST]]
+//!           [--restart] [--concurrency N] [--list | --list-final] [--keep]
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -48,6 +48,21 @@ struct Args {
     restart: bool,
     /// The operator's `--concurrency`.
     concurrency: Option<u32>,
+    /// The providers' `spec.list`: none (per-operation polls), running operations only, or
+    /// every operation (final states come with the list).
+    list: ListMode,
+}
+
+/// How the providers observe their operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListMode {
+    /// One poll per operation (no `spec.list`).
+    Off,
+    /// `spec.list` of the running operations (google `done = false`, redpanda
+    /// `filter.state=STATE_IN_PROGRESS`): one that leaves the list is read once.
+    Running,
+    /// `spec.list` of every operation: final states come with the pages.
+    Final,
 }
 
 /// How an operation reaches the upstream.
@@ -59,6 +74,8 @@ enum Kind {
     RedpandaAdopt,
     /// Starts one with `spec.start` (`google` protocol, `POST /v1/projects/demo/clusters`).
     GoogleStart,
+    /// Like `GoogleAdopt`, an operation whose progress moves (`progressPercentage` every 10 %).
+    GoogleProgress,
     /// Starts a Compute Engine insert and long-polls it (`compute` protocol with
     /// `compute.longPoll`: `POST …/operations/…/wait`). Each wait holds a worker: not in the
     /// default mix.
@@ -71,9 +88,10 @@ impl Kind {
             "google" => Ok(Kind::GoogleAdopt),
             "redpanda" => Ok(Kind::RedpandaAdopt),
             "google-start" => Ok(Kind::GoogleStart),
+            "google-progress" => Ok(Kind::GoogleProgress),
             "compute-longpoll" => Ok(Kind::ComputeLongPoll),
             _ => Err(format!(
-                "unknown kind {s:?} (google, redpanda, google-start, compute-longpoll)"
+                "unknown kind {s:?} (google, redpanda, google-start, google-progress, compute-longpoll)"
             )
             .into()),
         }
@@ -84,13 +102,14 @@ impl Kind {
             Kind::GoogleAdopt => "google",
             Kind::RedpandaAdopt => "redpanda",
             Kind::GoogleStart => "google-start",
+            Kind::GoogleProgress => "google-progress",
             Kind::ComputeLongPoll => "compute-longpoll",
         }
     }
 
     fn provider(self) -> &'static str {
         match self {
-            Kind::GoogleAdopt | Kind::GoogleStart => "sim",
+            Kind::GoogleAdopt | Kind::GoogleStart | Kind::GoogleProgress => "sim",
             Kind::RedpandaAdopt => "sim-redpanda",
             Kind::ComputeLongPoll => "sim-compute",
         }
@@ -161,10 +180,16 @@ fn parse_args() -> Result<Args, Error> {
         multiplier: 1.5,
         jitter: 0.1,
         keep: false,
-        mix: vec![Kind::GoogleAdopt, Kind::RedpandaAdopt, Kind::GoogleStart],
+        mix: vec![
+            Kind::GoogleAdopt,
+            Kind::RedpandaAdopt,
+            Kind::GoogleStart,
+            Kind::GoogleProgress,
+        ],
         rate_limit: None,
         restart: false,
         concurrency: None,
+        list: ListMode::Off,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -198,6 +223,8 @@ fn parse_args() -> Result<Args, Error> {
                 args.rate_limit = Some((rps, burst));
             }
             "--restart" => args.restart = true,
+            "--list" => args.list = ListMode::Running,
+            "--list-final" => args.list = ListMode::Final,
             "--concurrency" => args.concurrency = Some(value()?.parse()?),
             // `cargo bench` passes this to a harness-less bench.
             "--bench" => {}
@@ -560,6 +587,16 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         if let Some((rps, burst)) = args.rate_limit {
             provider["spec"]["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});
         }
+        match (args.list, protocol) {
+            (ListMode::Running, "google") => {
+                provider["spec"]["list"] = json!({"query": {"filter": "done = false"}})
+            }
+            (ListMode::Running, "redpanda") => {
+                provider["spec"]["list"] = json!({"query": {"filter.state": "STATE_IN_PROGRESS"}})
+            }
+            (ListMode::Final, "google" | "redpanda") => provider["spec"]["list"] = json!({}),
+            _ => {}
+        }
         let file = logs.join(format!("provider-{name}.json"));
         std::fs::write(&file, provider.to_string())?;
         kubectl(&["apply", "-f", file.to_str().ok_or("path")?])?;
@@ -623,10 +660,11 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         .map(|(i, secs, kind)| {
             let (http, lros, sim) = (http.clone(), lros.clone(), sim.clone());
             async move {
-                let script = json!({"durationSeconds": secs, "progress": false});
+                let script = json!({"durationSeconds": secs,
+                                    "progress": kind == Kind::GoogleProgress});
                 let (operation, upstream) = match kind {
                     Kind::GoogleStart | Kind::ComputeLongPoll => (None, None),
-                    Kind::GoogleAdopt | Kind::RedpandaAdopt => {
+                    Kind::GoogleAdopt | Kind::RedpandaAdopt | Kind::GoogleProgress => {
                         let op: Value = http
                             .post(format!("{sim}/sim/operations"))
                             .json(&script)
@@ -883,7 +921,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     println!("## lro-operator scale benchmark");
     println!();
     println!(
-        "operations: {} ({}; {}, progress off); measured: {measured}; not measured: {missing}",
+        "operations: {} ({}; {}; progress only for google-progress); measured: {measured}; not measured: {missing}",
         args.ops,
         mix.join(", "),
         args.dist.describe()
@@ -936,8 +974,9 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         pct(&mut write_econ, 100.0),
     );
     println!(
-        "detection latency (Ready seen − sim done): p50 {:.2} s, p99 {:.2} s, max {:.2} s; \
+        "detection latency (Ready seen − sim done): mean {:.2} s, p50 {:.2} s, p99 {:.2} s, max {:.2} s; \
          ÷ interval: p50 {:.3}, p99 {:.3}, max {:.3}",
+        mean(&det),
         pct(&mut det.clone(), 50.0),
         pct(&mut det.clone(), 99.0),
         pct(&mut det, 100.0),
@@ -1022,6 +1061,23 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     println!(
         "sim upstream requests in total: {}",
         stats["totalRequests"].as_u64().unwrap_or(0)
+    );
+    let lists = stats["lists"].as_u64().unwrap_or(0);
+    let gets: u64 = stats["operations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, op)| op["gets"].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "observing requests ({}): {lists} list pages + {gets} GETs = {} ({:.2} per operation)",
+        match args.list {
+            ListMode::Off => "one poll per operation",
+            ListMode::Running => "spec.list of the running operations",
+            ListMode::Final => "spec.list of every operation",
+        },
+        lists + gets,
+        (lists + gets) as f64 / args.ops as f64,
     );
     // Upstream rate: the busiest second and, with a limit, whether it held.
     for (provider, times) in &mut sent {

@@ -427,6 +427,33 @@ async fn invalid_objects_are_rejected() {
             json!({"baseURL": "api example", "protocol": "google"}),
             &["baseURL must be an absolute http:// or https:// URL"],
         ),
+        (
+            "OperationProvider",
+            "list-azure",
+            json!({"baseURL": "https://management.azure.com", "protocol": "azure", "list": {}}),
+            &["spec.list: only the google", "remove spec.list"],
+        ),
+        (
+            "OperationProvider",
+            "list-page-token",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "list": {"path": "operations", "query": {"pageToken": "x"}}}),
+            &["list.query may not set the page size or token: use list.pageSize"],
+        ),
+        (
+            "OperationProvider",
+            "list-page-size",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "redpanda",
+                   "list": {"pageSize": 500}}),
+            &["spec.list.pageSize", "less than or equal to 100"],
+        ),
+        (
+            "OperationProvider",
+            "list-full-url",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "list": {"path": "https://evil.example.com/operations"}}),
+            &["list.path must be a path relative to baseURL"],
+        ),
     ];
     for (kind, name, spec, expected) in cases {
         let out = env.apply(&manifest(kind, name, spec)).await;

@@ -18,6 +18,7 @@ mod faults;
 mod gke;
 mod google;
 mod http;
+mod paging;
 mod redpanda;
 mod render;
 mod script;

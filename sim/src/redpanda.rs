@@ -57,10 +57,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::faults::{self, admit_start, lose};
+use super::paging::Paging;
+#[cfg(test)]
+use super::paging::{decode_token, encode_token};
 use super::render::{rfc3339, status_name};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
@@ -70,10 +72,6 @@ use super::surface::Surface;
 const PREFIX: &str = "type.googleapis.com/redpanda.api.controlplane.v1.";
 /// The `ErrorInfo.domain` of the control plane (`error-and-status-codes.md`).
 const DOMAIN: &str = "redpanda.com/controlplane";
-/// "Limit the number of operations returned per page, the page is capped to 100 operations."
-const MAX_PAGE: usize = 100;
-/// How long a page token may be used (simulator time).
-const TOKEN_TTL_MS: u64 = 60_000;
 
 /// `Operation.Type` (OpenAPI `Operation.Type`).
 const TYPES: [&str; 19] = [
@@ -790,95 +788,10 @@ fn params(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `page_size` and `page_token` of a list request.
-struct Paging {
-    list: &'static str,
-    size: usize,
-    /// The store index the page starts at.
-    cursor: usize,
-}
-
-impl Paging {
-    fn read(
-        params: &[(String, String)],
-        list: &'static str,
-        now_ms: u64,
-    ) -> Result<Paging, String> {
-        let value = |key: &str| {
-            params
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
-        };
-        let size = match value("page_size") {
-            None => MAX_PAGE,
-            Some(raw) => match raw.parse::<i32>() {
-                Ok(n) if n > 0 => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
-                Ok(_) => MAX_PAGE,
-                Err(_) => {
-                    return Err(format!(
-                        "type mismatch, parameter: page_size, error: strconv.ParseInt: parsing {raw:?}: invalid syntax"
-                    ));
-                }
-            },
-        };
-        let cursor = match value("page_token") {
-            None => 0,
-            Some(token) => {
-                let (token_list, cursor, issued) =
-                    decode_token(token).ok_or_else(|| "invalid page token".to_owned())?;
-                if token_list != list {
-                    return Err("invalid page token".to_owned());
-                }
-                if now_ms.saturating_sub(issued) > TOKEN_TTL_MS {
-                    return Err("invalid page token: the page token has expired".to_owned());
-                }
-                cursor
-            }
-        };
-        Ok(Paging { list, size, cursor })
-    }
-
-    /// The page of `items` (store index, item) from the cursor on, and the next page's token
-    /// (`""` on the last page).
-    fn page(
-        &self,
-        items: impl Iterator<Item = (usize, Value)>,
-        now_ms: u64,
-    ) -> (Vec<Value>, String) {
-        let mut page = Vec::new();
-        let mut next = String::new();
-        for (index, item) in items.filter(|(i, _)| *i >= self.cursor) {
-            if page.len() == self.size {
-                next = encode_token(self.list, index, now_ms);
-                break;
-            }
-            page.push(item);
-        }
-        (page, next)
-    }
-}
-
-fn encode_token(list: &str, cursor: usize, now_ms: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{list}:{cursor}:{now_ms}"))
-}
-
-fn decode_token(token: &str) -> Option<(String, usize, u64)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut parts = text.split(':');
-    let list = parts.next()?.to_owned();
-    let cursor = parts.next()?.parse().ok()?;
-    let issued = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((list, cursor, issued))
-}
-
 /// `GET v1/operations` (`OperationService_ListOperations`).
 fn list_operations(state: &SimState, query: &str) -> Response {
+    // Counted in `/sim/stats` (`lists`), refused ones too, as Google's are.
+    state.store().lists += 1;
     let now = state.now_ms();
     let params = params(query);
     let mut types = Vec::new();

@@ -151,6 +151,8 @@ pub(super) struct Store {
     pub creates: u64,
     pub duplicate_creates: u64,
     pub rejected_creates: u64,
+    /// AIP-151 `ListOperations` requests (`GET /v1/operations`), answered or refused.
+    pub lists: u64,
     total_requests: u64,
     next_request_seq: u64,
     requests: VecDeque<RequestEntry>,
@@ -290,6 +292,7 @@ impl Store {
             "creates": self.creates,
             "duplicateCreates": self.duplicate_creates,
             "rejectedCreates": self.rejected_creates,
+            "lists": self.lists,
             "totalRequests": self.total_requests,
             "operations": operations,
             "requests": requests,

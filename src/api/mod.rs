@@ -23,7 +23,8 @@ pub use operation::{
 };
 pub use provider::{
     ClusterOperationProvider, ClusterOperationProviderSpec, ComputeOptions, GoogleOptions,
-    HttpOptions, OperationProvider, OperationProviderStatus, Protocol, ProviderSpec, RateLimitSpec,
+    HttpOptions, ListSpec, OperationProvider, OperationProviderStatus, Protocol, ProviderSpec,
+    RateLimitSpec,
 };
 
 /// The API group of every kind in this crate.

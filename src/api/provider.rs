@@ -56,6 +56,8 @@ impl Protocol {
     .message("spec.http is required when protocol is http (its CEL expressions read the upstream's answers), and only allowed then"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.google) || self.protocol == 'google'")
     .message("spec.google holds options of the google protocol; remove it or set protocol: google"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.list) || self.protocol in ['google', 'redpanda']")
+    .message("spec.list: only the google (AIP-151 ListOperations) and redpanda (GET /v1/operations) protocols are observed by listing; azure has no list of operations; remove spec.list"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSpec {
     /// The API root every request goes to, e.g. `https://example.googleapis.com/v1`. Start paths
@@ -77,6 +79,13 @@ pub struct ProviderSpec {
     /// Options of the `compute` protocol (ignored by the other protocols).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<ComputeOptions>,
+    /// Observe the running operations of this provider by listing them — one request per page
+    /// of up to 100, every `polling.initialInterval` — instead of one request per operation.
+    /// An operation missing from the list is read once by itself (it may have finished); a list
+    /// the upstream refuses falls back to one request per operation (the `Ready` condition
+    /// says so). `google` and `redpanda` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<ListSpec>,
     /// The `http` protocol's CEL expressions; required with `protocol: http`, refused otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpOptions>,
@@ -100,6 +109,42 @@ pub struct ProviderSpec {
     /// until its turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// How a provider's operations are listed (`spec.list`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSpec {
+    /// The operations collection, relative to `baseURL`. Default: `operations` (google, AIP-151
+    /// `ListOperations`; services that rebind it name theirs, e.g.
+    /// `projects/my-project/locations/us-central1/operations`), `v1/operations` (redpanda).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('://') && !self.startsWith('/') && !self.contains('..')")
+        .message("list.path must be a path relative to baseURL, e.g. operations"))]
+    pub path: Option<String>,
+    /// Query parameters sent with every page: the API's own filter, e.g. google
+    /// `filter: "done = false"` (AIP-160; what a service accepts is its own), redpanda
+    /// `filter.state: STATE_IN_PROGRESS` or `filter.type_in: TYPE_CREATE_CLUSTER`. Leave finished
+    /// operations in the list where that is cheap: their final state then comes with the page.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['pageSize', 'pageToken', 'page_size', 'page_token']))")
+        .message("list.query may not set the page size or token: use list.pageSize"))]
+    pub query: std::collections::BTreeMap<String, String>,
+    /// Operations per page, 1 to 100 (the most both APIs return). Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    // The API server knows int32 and int64, not schemars' uint16 (kubectl explain warns).
+    #[schemars(extend("format" = "int32"))]
+    pub page_size: Option<u16>,
+}
+
+impl ListSpec {
+    /// The page size, defaulted.
+    pub fn page_size(&self) -> u16 {
+        self.page_size.unwrap_or(100).clamp(1, 100)
+    }
 }
 
 /// A token bucket: `requestsPerSecond` on average, up to `burst` at once.

@@ -7,12 +7,14 @@ use std::time::Instant;
 use kube::{Api, ResourceExt};
 use tracing::debug;
 
-use super::observe::ProviderRuntime;
+use super::observations::{SHARED_FOR, Seen};
+use super::observe::{ProviderRuntime, listed};
 use super::requests::{self, Upstreaming};
+use super::sweeps::{Cover, shared_key};
 use super::{Context, ReconcileError, finalizer, outputs, status};
 use crate::api::{LongRunningOperation, LongRunningOperationStatus};
 use crate::reconcile::step::{Effect, Finalizer, Outcome, Plan, Request};
-use crate::reconcile::{Event, Notice, template};
+use crate::reconcile::{Event, Fact, Notice, template};
 use crate::upstream::rate_limit::Turn;
 
 /// What acting needs besides the plan.
@@ -65,6 +67,45 @@ impl Acting<'_> {
         })
     }
 
+    /// A poll's answer at hand without a request: a list sweep's (or the sweeps cover the
+    /// operation: `Covered`), or another object's poll of the same handle within the last second.
+    fn answered_already(&self, provider: &ProviderRuntime, plan: &Plan) -> Option<Outcome> {
+        let news = |seen: Seen| {
+            Outcome::Upstream(
+                Box::new(Event::Polled(seen.observation)),
+                Some(Fact::Answered {
+                    at: seen.at,
+                    retry_after: None,
+                }),
+            )
+        };
+        match listed(
+            self.ctx,
+            provider,
+            &plan.status,
+            plan.memory.last_request_at,
+        ) {
+            Some(Cover::News(seen)) => return Some(news(*seen)),
+            Some(Cover::Covered) => return Some(Outcome::Covered),
+            _ => {}
+        }
+        // Another object's poll of the same handle since this one's last request stands for this
+        // poll: answered now, as far as this object's schedule goes.
+        let key = self.shared_key(provider, plan)?;
+        let now = jiff::Timestamp::now();
+        let seen = self
+            .ctx
+            .observations
+            .recent_poll(&provider.key, &key, now, SHARED_FOR)
+            .filter(|seen| seen.at > plan.memory.last_request_at)?;
+        debug!(key, "another object's poll of this handle answers this one");
+        Some(news(Seen { at: now, ..seen }))
+    }
+
+    fn shared_key(&self, provider: &ProviderRuntime, plan: &Plan) -> Option<String> {
+        shared_key(&*provider.entry.dialect, plan.status.operation.as_ref()?)
+    }
+
     /// Writes `status` if it is not what was last written, then the Events waiting for it.
     pub async fn flush(
         &mut self,
@@ -85,7 +126,8 @@ impl Acting<'_> {
         Ok(())
     }
 
-    /// Sends `request` when this replica holds the Lease and the provider's rate limit allows.
+    /// Sends `request` when this replica holds the Lease and the provider's rate limit allows;
+    /// a poll that a list sweep or another object's poll just answered is not sent.
     async fn send(&mut self, plan: &Plan, request: &Request, held: Option<Instant>) -> Outcome {
         let Some(provider) = self.provider else {
             return Outcome::Upstream(
@@ -93,6 +135,11 @@ impl Acting<'_> {
                 None,
             );
         };
+        if *request == Request::Poll
+            && let Some(answered) = self.answered_already(provider, plan)
+        {
+            return answered;
+        }
         // Upstream requests only while this replica surely holds the Lease (see `leader`).
         if !self.ctx.leadership.is_valid() {
             debug!("not sure to hold the Lease: no upstream request");
@@ -174,7 +221,21 @@ impl Acting<'_> {
                 self.ctx
                     .metrics
                     .polled(self.poll_due.take(), jiff::Timestamp::now());
-                requests::poll(&to, &plan.status).await
+                let answer = requests::poll(&to, &plan.status).await;
+                // Shared with every object tracking the same handle.
+                if let (Event::Polled(observation), Some(key)) =
+                    (&answer.0, self.shared_key(provider, plan))
+                {
+                    self.ctx.observations.polled(
+                        &provider.key,
+                        &key,
+                        Seen {
+                            observation: observation.clone(),
+                            at: jiff::Timestamp::now(),
+                        },
+                    );
+                }
+                answer
             }
             (Request::Cancel, _) => requests::cancel(&to, &plan.status).await,
         };

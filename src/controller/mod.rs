@@ -6,6 +6,7 @@ pub mod cache;
 mod fair_share;
 mod finalizer;
 pub mod leader;
+mod observations;
 mod observe;
 pub mod outputs;
 mod provider_lookup;
@@ -15,6 +16,7 @@ mod reconcile;
 mod requests;
 mod secret_reader;
 mod status;
+mod sweeps;
 #[cfg(test)]
 mod tests;
 pub mod workflow;
@@ -120,6 +122,8 @@ pub struct Context {
     pub rate_limits: crate::upstream::rate_limit::RateLimits,
     /// Each namespace's share of the upstream requests in flight.
     pub fair_share: fair_share::FairShare,
+    /// What the upstream last said of each handle: list sweeps and shared polls.
+    pub observations: observations::Observations,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -208,6 +212,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         },
         rate_limits: Default::default(),
         fair_share: fair_share::FairShare::new(ctx_namespace_concurrency),
+        observations: Default::default(),
     });
     tracing::info!(namespace = ?ctx.config.namespace, shard = ?ctx_shard_selector, "lro-operator starting");
     // The operations watch, as `Controller::new` builds it, but observed: its first `InitDone`
@@ -243,8 +248,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let lease_client = ctx.client.clone();
     let leader_args = ctx.config.leader.clone();
     let provider_ctx = Arc::clone(&ctx);
+    let sweep_ctx = Arc::clone(&ctx);
+    // List sweeps wake the objects they have news for.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
     let controller = controller
         .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_on(woken)
         // A provider that appears or changes wakes the operations that use it.
         .watches_stream(provider_events.touched_objects(), move |p| {
             provider_lookup::users_of(&store, provider_lookup::Target::Namespaced(&p))
@@ -259,9 +268,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 tracing::debug!(error = %e, "reconcile failed");
             }
         });
-    // The provider controllers (status.conditions, credential rotation) run alongside.
+    // The provider controllers (status.conditions, credential rotation) and the list sweeps
+    // run alongside.
     let controller = async move {
-        futures::future::join(controller, provider_status::run(provider_ctx)).await;
+        futures::future::join3(
+            controller,
+            provider_status::run(provider_ctx),
+            sweeps::run(sweep_ctx, wake),
+        )
+        .await;
     };
     let running = Arc::clone(&health);
     let controller = async move {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use kube::ResourceExt;
 
 use super::provider_registry::Entry;
+use super::sweeps::{self, Cover};
 use super::{Context, ReconcileError, Remembered, finalizer, provider_lookup, workflow};
 use crate::api::{
     LongRunningOperation, LongRunningOperationStatus, Phase, ProviderKind, ProviderSpec,
 };
 use crate::reconcile::policy::policy;
-use crate::reconcile::step::{Observed, settled};
-use crate::reconcile::{Caps, Memory, Prerequisites};
+use crate::reconcile::step::{Observed, Outcome, settled};
+use crate::reconcile::{Caps, Event, Fact, Memory, Prerequisites};
 use crate::telemetry::metrics::provider_label;
 
 /// A provider ready to be talked to.
@@ -37,6 +38,9 @@ pub struct Observation {
     pub written: LongRunningOperationStatus,
     /// When the operation's next poll was due (for the poll-lateness metric).
     pub poll_due: Option<jiff::Timestamp>,
+    /// What a list sweep said of the operation since its last request: the reconcile starts
+    /// from it, as from a poll's answer.
+    pub news: Option<Outcome>,
 }
 
 /// Observes `op`.
@@ -71,6 +75,7 @@ pub async fn observe(
         written: status,
         poll_due,
         observed,
+        news: None,
     };
     // A settled operation needs nothing more (its provider may be gone, its token expired).
     if settled(&observation.observed) {
@@ -131,6 +136,28 @@ pub async fn observe(
         Err(why) => observed.provider = Err(why),
     }
 
+    // A listed provider: what its sweeps said since this operation's last request.
+    if let Some(runtime) = &observation.provider {
+        match listed(
+            ctx,
+            runtime,
+            &observed.status,
+            observed.memory.last_request_at,
+        ) {
+            Some(Cover::News(seen)) => {
+                observation.news = Some(Outcome::Upstream(
+                    Box::new(Event::Polled(seen.observation.clone())),
+                    Some(Fact::Answered {
+                        at: seen.at,
+                        retry_after: None,
+                    }),
+                ));
+            }
+            Some(Cover::ReadNow) => observed.memory.request_owed = true,
+            _ => {}
+        }
+    }
+
     // Dependencies and templates matter only before the start.
     if matches!(observed.status.phase, None | Some(Phase::Pending)) {
         let api = kube::Api::namespaced(ctx.client.clone(), &namespace);
@@ -142,6 +169,36 @@ pub async fn observe(
     }
     observation.observed = observed;
     Ok(observation)
+}
+
+/// How the list sweeps of `runtime`'s provider cover the operation with `status`, whose last
+/// request was at `last_request`, when the provider lists (`spec.list`) and the operation runs
+/// with a handle it lists.
+pub fn listed(
+    ctx: &Context,
+    runtime: &ProviderRuntime,
+    status: &LongRunningOperationStatus,
+    last_request: jiff::Timestamp,
+) -> Option<Cover> {
+    runtime.spec.list.as_ref()?;
+    if !matches!(status.phase, Some(Phase::Running | Phase::Cancelling)) {
+        return None;
+    }
+    let key = runtime.entry.dialect.list_key(status.operation.as_ref()?)?;
+    let now = jiff::Timestamp::now();
+    let interval = policy(None, runtime.spec.polling.as_ref(), &ctx.config.defaults)
+        .schedule
+        .initial;
+    let since = status.started_at.as_ref().map_or(now, |t| t.0);
+    Some(sweeps::cover(
+        &ctx.observations,
+        &runtime.key,
+        &key,
+        interval,
+        last_request,
+        since,
+        now,
+    ))
 }
 
 /// The memory of `uid`, the status last written while the cache (`cached`) has not caught up

@@ -24,6 +24,7 @@ use crate::api::{
     ClusterOperationProvider, OperationProvider, OperationProviderStatus, ProviderSpec, condition,
 };
 use crate::reconcile::conditions;
+use crate::telemetry::metrics::provider_label;
 
 /// How often a Ready provider is looked at again (its token is refreshed only when due).
 const RECHECK: Duration = Duration::from_secs(300);
@@ -113,7 +114,18 @@ async fn evaluate(
                 (Some(method), _) => format!("credentials resolve (spec.auth.{method})"),
                 (None, _) => "configured (no spec.auth: requests carry no credentials)".into(),
             };
-            (true, "CredentialsResolved", message)
+            let key = provider_label(provider.namespace.as_deref(), &provider.name);
+            match ctx.observations.refused(&key) {
+                // Usable, but not as configured: said, and its operations poll by themselves.
+                Some(why) if provider.spec.list.is_some() => (
+                    true,
+                    "ListRefused",
+                    format!(
+                        "{message}; listing its operations (spec.list) was refused ({why}), so each operation is polled by itself; fix or remove spec.list"
+                    ),
+                ),
+                _ => (true, "CredentialsResolved", message),
+            }
         }
         Err(not_ready) => {
             tracing::info!(
@@ -144,7 +156,9 @@ fn requeue_after(spec: &ProviderSpec, status: &OperationProviderStatus) -> Durat
     let ready =
         conditions::find(&status.conditions, condition::READY).is_some_and(|c| c.status == "True");
     let (secrets, config_maps) = references(spec);
-    match (ready, secrets.is_empty() && config_maps.is_empty()) {
+    // A listing provider is looked at as often, so that a refused list is said soon.
+    let nothing_to_reread = secrets.is_empty() && config_maps.is_empty() && spec.list.is_none();
+    match (ready, nothing_to_reread) {
         (false, _) => RETRY,
         (true, false) => REREAD,
         (true, true) => RECHECK,

@@ -65,6 +65,7 @@ async fn reconcile_inner(
         provider,
         written,
         poll_due,
+        news,
     } = observe(&ctx, &op).await?;
     let api: Api<LongRunningOperation> =
         Api::namespaced(ctx.client.clone(), &op.namespace().unwrap_or_default());
@@ -77,7 +78,8 @@ async fn reconcile_inner(
         written,
         notices: Vec::new(),
     };
-    let mut outcome = Outcome::Begin;
+    // A list sweep's news is applied as a poll's answer.
+    let mut outcome = news.unwrap_or(Outcome::Begin);
     for _ in 0..MAX_STEPS {
         let plan = step(&observed, &outcome, jiff::Timestamp::now());
         let performed = acting.perform(&plan).await;

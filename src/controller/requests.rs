@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{LongRunningOperationStatus, StartRequest};
 use crate::protocol::{
-    self, CancelOutcome, Dialect, HttpAnswer, PollOutcome, Recovery, RequestSpec, StartOutcome,
-    UpstreamState,
+    self, CancelOutcome, Dialect, HttpAnswer, ListOutcome, PollOutcome, Recovery, RequestSpec,
+    StartOutcome, UpstreamState,
 };
 use crate::reconcile::{Event, Fact, PollFailure};
 use crate::telemetry::metrics::{RequestKind, RequestOutcome, UpstreamMeter};
@@ -183,6 +183,26 @@ pub async fn poll(to: &Upstreaming<'_>, status: &LongRunningOperationStatus) -> 
     match outcome {
         PollOutcome::Observed(observation) => (Event::Polled(observation), Some(answered(hint))),
         PollOutcome::Failed { message, not_found } => failure(message, hint, not_found),
+    }
+}
+
+/// Sends one list page request; returns how it reads and the upstream's hint of when to ask
+/// again.
+pub async fn list_page(
+    to: &Upstreaming<'_>,
+    request: &RequestSpec,
+) -> (ListOutcome, Option<Duration>) {
+    match send(to, RequestKind::List, request).await {
+        Ok((answer, sent)) => {
+            let outcome = to.dialect.read_list(&answer);
+            sent.record(matches!(outcome, ListOutcome::Page(_)));
+            (outcome, hint(to.dialect, &answer))
+        }
+        Err(UpstreamError::Url { target, why }) => (
+            ListOutcome::Refused(format!("refusing to send to {target}: {why}")),
+            None,
+        ),
+        Err(e) => (ListOutcome::Failed(e.to_string()), None),
     }
 }
 

@@ -161,6 +161,7 @@ fn context(
         },
         rate_limits: RateLimits::default(),
         fair_share: fair_share::FairShare::new(4),
+        observations: Default::default(),
         client,
     })
 }

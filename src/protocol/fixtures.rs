@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::{
-    CancelOutcome, Dialect, HttpAnswer, Observation, PollOutcome, StartOutcome, dialect_for,
-    retry_after,
+    CancelOutcome, Dialect, HttpAnswer, ListOutcome, ListPage, Observation, PollOutcome,
+    StartOutcome, dialect_for, retry_after,
 };
-use crate::api::{OperationError, OperationHandle, ProviderSpec, StartRequest};
+use crate::api::{ListSpec, OperationError, OperationHandle, ProviderSpec, StartRequest};
 
 /// The protocol folders, by the protocol's name in a provider spec.
 const PROTOCOLS: &[&str] = &[
@@ -106,6 +106,7 @@ struct Seen {
     message: Option<String>,
     not_found: Option<bool>,
     error: Option<OperationError>,
+    page: Option<ListPage>,
 }
 
 fn read(dialect: &dyn Dialect, fixture: &Value, answer: &HttpAnswer) -> Seen {
@@ -182,7 +183,26 @@ fn read(dialect: &dyn Dialect, fixture: &Value, answer: &HttpAnswer) -> Seen {
                 ..Seen::default()
             }
         }
-        other => panic!("`read` must be start, poll or cancel, not {other:?}"),
+        "list" => match dialect.read_list(answer) {
+            ListOutcome::Page(page) => Seen {
+                outcome: "page",
+                page: Some(page),
+                ..Seen::default()
+            },
+            ListOutcome::Refused(m) => Seen {
+                outcome: "refused",
+                message: Some(m),
+                error: Some(dialect.parse_error(answer)),
+                ..Seen::default()
+            },
+            ListOutcome::Failed(m) => Seen {
+                outcome: "failed",
+                message: Some(m),
+                error: Some(dialect.parse_error(answer)),
+                ..Seen::default()
+            },
+        },
+        other => panic!("`read` must be start, poll, cancel or list, not {other:?}"),
     }
 }
 
@@ -286,11 +306,76 @@ fn check(
                     fail(key, want, json!(got));
                 }
             }
+            "entries" => {
+                let page = seen.page.clone().unwrap_or_default();
+                let got: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+                let want_keys: Vec<&str> = want
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                if got != want_keys {
+                    fail("entries (keys, in order)", &json!(want_keys), json!(got));
+                }
+                for (key, fields) in want.as_object().into_iter().flatten() {
+                    let Some((_, o)) = page.entries.iter().find(|(k, _)| k == key) else {
+                        continue;
+                    };
+                    let state = format!("{:?}", o.state);
+                    if let Some(w) = fields.get("state")
+                        && w.as_str() != Some(state.as_str())
+                    {
+                        fail(&format!("entries.{key}.state"), w, json!(state));
+                    }
+                    if let Some(w) = fields.get("upstreamState")
+                        && w.as_str() != o.upstream_state.as_deref()
+                    {
+                        fail(
+                            &format!("entries.{key}.upstreamState"),
+                            w,
+                            json!(o.upstream_state),
+                        );
+                    }
+                    if let Some(w) = fields.get("progress")
+                        && w.as_i64() != o.progress.map(i64::from)
+                    {
+                        fail(&format!("entries.{key}.progress"), w, json!(o.progress));
+                    }
+                }
+            }
+            "nextPageToken" => {
+                let got = seen.page.as_ref().and_then(|p| p.next_page_token.clone());
+                if want.as_str() != got.as_deref() {
+                    fail(key, want, json!(got));
+                }
+            }
+            "listRequest" => {
+                let list = fixture_list(expect);
+                let request = dialect.list_request(&list, want["pageToken"].as_str());
+                let got = request.map(|r| {
+                    json!({"path": r.path, "query": r.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()})
+                });
+                let wanted = json!({"path": want["path"], "query": want["query"]});
+                if got.as_ref() != Some(&wanted) {
+                    fail(key, &wanted, json!(got));
+                }
+            }
+            "listKey" => {
+                let handle = seen.handle.clone().unwrap_or_default();
+                let got = dialect.list_key(&handle);
+                if want.as_str() != got.as_deref() {
+                    fail(key, want, json!(got));
+                }
+            }
             other => errors.push(format!("unknown expect key {other:?}")),
         }
     }
     out.extend(lines);
     out.extend(errors);
+}
+
+/// The `spec.list` a `listRequest` expectation is about (`expect.listRequest.list`).
+fn fixture_list(expect: &serde_json::Map<String, Value>) -> ListSpec {
+    serde_json::from_value(expect["listRequest"]["list"].clone()).unwrap_or_default()
 }
 
 fn check_error(want: &Value, got: Option<&OperationError>, out: &mut Vec<String>) {

@@ -12,8 +12,11 @@
 use serde_json::Value;
 
 use super::error_details::{envelope_error, google_throttled, status_error};
-use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
-use crate::api::{OperationError, OperationHandle, StartRequest};
+use super::{
+    Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
+    UpstreamState, is_success, list_page_request, listed, page_token_of,
+};
+use crate::api::{ListSpec, OperationError, OperationHandle, StartRequest};
 
 /// The Google dialect.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,6 +109,52 @@ impl Dialect for Google {
 
     fn is_throttled(&self, error: &OperationError) -> bool {
         google_throttled(error)
+    }
+
+    /// AIP-151 `ListOperations`: `GET {list.path}?pageSize=…&pageToken=…` with the configured
+    /// filter (`filter` is the service's own syntax, AIP-160).
+    fn list_request(&self, list: &ListSpec, page_token: Option<&str>) -> Option<RequestSpec> {
+        let path = list.path.clone().unwrap_or_else(|| "operations".into());
+        Some(list_page_request(
+            path,
+            list,
+            ("pageSize", "pageToken"),
+            page_token,
+        ))
+    }
+
+    /// An operation is listed under its name.
+    fn list_key(&self, handle: &OperationHandle) -> Option<String> {
+        handle.name.clone()
+    }
+
+    /// `{"operations": [Operation…], "nextPageToken": "…"}` (the token omitted or empty on the
+    /// last page). An entry that is not an Operation is left out (its operation is then read
+    /// by itself).
+    fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
+        if !is_success(answer.status) {
+            return self.list_failure(answer);
+        }
+        let body = match answer.json() {
+            Ok(body) => body,
+            Err(e) => return ListOutcome::Failed(e.to_string()),
+        };
+        let Some(operations) = listed(&body, "operations") else {
+            return ListOutcome::Failed(
+                "the answer is not a ListOperationsResponse (no `operations` list)".into(),
+            );
+        };
+        let entries = operations
+            .iter()
+            .filter_map(|op| {
+                let name = op.get("name")?.as_str()?.to_owned();
+                Some((name, observe(op).ok()?))
+            })
+            .collect();
+        ListOutcome::Page(ListPage {
+            entries,
+            next_page_token: page_token_of(&body, "nextPageToken"),
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{OperationError, OperationHandle, Protocol, ProviderSpec, StartRequest};
+use crate::api::{ListSpec, OperationError, OperationHandle, Protocol, ProviderSpec, StartRequest};
 
 /// The `compute` dialect with no options.
 static COMPUTE: compute::Compute = compute::Compute {
@@ -286,6 +286,28 @@ pub enum Recovery {
     Failed(String),
 }
 
+/// One page of a list of operations (`spec.list`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListPage {
+    /// Each listed operation: its key (what [`Dialect::list_key`] gives for its handle) and
+    /// what the entry says of it.
+    pub entries: Vec<(String, Observation)>,
+    /// The next page's token; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// How the answer to a list page reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListOutcome {
+    /// A page.
+    Page(ListPage),
+    /// The upstream does not list this way (403, 404, 501, or a filter or parameter it
+    /// refuses): observe each operation by itself instead.
+    Refused(String),
+    /// No usable answer this time (a 5xx, throttling, an unreadable body); try again later.
+    Failed(String),
+}
+
 /// How the answer to a poll reads.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PollOutcome {
@@ -491,6 +513,38 @@ pub trait Dialect: Send + Sync {
         Recovery::NotFound("this protocol cannot look for a started operation".into())
     }
 
+    /// The request for one page of the provider's operations (`spec.list`), `page_token` after
+    /// the first; `None` when the protocol does not list operations.
+    fn list_request(&self, _list: &ListSpec, _page_token: Option<&str>) -> Option<RequestSpec> {
+        None
+    }
+
+    /// The key under which a list shows the operation of `handle` (the same as
+    /// [`ListPage::entries`]' keys); `None` when it cannot be listed.
+    fn list_key(&self, _handle: &OperationHandle) -> Option<String> {
+        None
+    }
+
+    /// Reads the answer to a list request.
+    fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
+        if is_success(answer.status) {
+            return ListOutcome::Refused("this protocol does not list operations".into());
+        }
+        self.list_failure(answer)
+    }
+
+    /// A list answer that is not a page: refused (it will not work as configured) or failed
+    /// (try again later).
+    fn list_failure(&self, answer: &HttpAnswer) -> ListOutcome {
+        let error = self.parse_error(answer);
+        let message = describe(answer.status, &self.error_text(&error));
+        if (is_refusal(answer.status) || answer.status == 501) && !self.is_transient(&error) {
+            ListOutcome::Refused(message)
+        } else {
+            ListOutcome::Failed(message)
+        }
+    }
+
     /// Reads the answer to a cancel request.
     fn read_cancel(&self, answer: &HttpAnswer) -> CancelOutcome {
         if is_success(answer.status) {
@@ -504,6 +558,43 @@ pub trait Dialect: Send + Sync {
             CancelOutcome::Lost(message)
         }
     }
+}
+
+/// `GET path` with the list's query, its page size and, after the first page, the token;
+/// `names`: the API's names for the page size and token parameters.
+pub fn list_page_request(
+    path: String,
+    list: &ListSpec,
+    names: (&str, &str),
+    page_token: Option<&str>,
+) -> RequestSpec {
+    let mut request = RequestSpec::get(path);
+    request.query.extend(list.query.clone());
+    request
+        .query
+        .push((names.0.into(), list.page_size().to_string()));
+    if let Some(token) = page_token {
+        request.query.push((names.1.into(), token.into()));
+    }
+    request
+}
+
+/// The `field` array of a list answer (an absent one is an empty page, as proto3 JSON omits
+/// empty repeated fields).
+pub fn listed<'a>(body: &'a Value, field: &str) -> Option<&'a [Value]> {
+    match body.get(field) {
+        None | Some(Value::Null) if body.is_object() => Some(&[]),
+        Some(Value::Array(items)) => Some(items),
+        _ => None,
+    }
+}
+
+/// The next page's token of a list answer: `None` when absent or empty (the last page).
+pub fn page_token_of(body: &Value, field: &str) -> Option<String> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// A 2xx status.

@@ -9,10 +9,11 @@ use serde_json::Value;
 
 use super::error_details::rpc_details;
 use super::{
-    Dialect, HttpAnswer, Observation, ParseError, Recovery, RequestSpec, Started, UpstreamState,
-    describe, is_refusal, is_success, rpc_code_for_http, rpc_code_name,
+    Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, Recovery, RequestSpec,
+    Started, UpstreamState, describe, is_refusal, is_success, list_page_request, listed,
+    page_token_of, rpc_code_for_http, rpc_code_name,
 };
-use crate::api::{OperationError, OperationHandle, StartRequest};
+use crate::api::{ListSpec, OperationError, OperationHandle, StartRequest};
 
 /// The Redpanda dialect.
 pub struct Redpanda;
@@ -45,6 +46,50 @@ impl Dialect for Redpanda {
 
     fn cancel_request(&self, _handle: &OperationHandle) -> Option<RequestSpec> {
         None
+    }
+
+    /// `GET {list.path}` (`OperationService_ListOperations`) with `page_size` (capped to 100
+    /// by the API), `page_token` and the configured `filter.*` parameters.
+    fn list_request(&self, list: &ListSpec, page_token: Option<&str>) -> Option<RequestSpec> {
+        let path = list.path.clone().unwrap_or_else(|| "v1/operations".into());
+        Some(list_page_request(
+            path,
+            list,
+            ("page_size", "page_token"),
+            page_token,
+        ))
+    }
+
+    /// An operation is listed under its id.
+    fn list_key(&self, handle: &OperationHandle) -> Option<String> {
+        handle.id.clone()
+    }
+
+    /// `ListOperationsResponse {operations, next_page_token}` (empty on the last page).
+    fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
+        if !is_success(answer.status) {
+            return self.list_failure(answer);
+        }
+        let body = match answer.json() {
+            Ok(body) => body,
+            Err(e) => return ListOutcome::Failed(e.to_string()),
+        };
+        let Some(operations) = listed(&body, "operations") else {
+            return ListOutcome::Failed(
+                "the answer is not a ListOperationsResponse (no `operations` list)".into(),
+            );
+        };
+        let entries = operations
+            .iter()
+            .filter_map(|op| {
+                let id = op.get("id")?.as_str()?.to_owned();
+                Some((id, observe(op)))
+            })
+            .collect();
+        ListOutcome::Page(ListPage {
+            entries,
+            next_page_token: page_token_of(&body, "next_page_token"),
+        })
     }
 
     fn no_idempotency_hint(&self) -> &'static str {

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use super::conditions;
 use super::limits;
 use super::memory::{Memory, add};
-use super::schedule::{Schedule, seed_of};
+use super::schedule::{Progress, Schedule, seed_of};
 use super::{micro_time, time};
 use crate::api::{
     LongRunningOperationSpec, LongRunningOperationStatus, OperationError, OperationHandle, Phase,
@@ -669,10 +669,13 @@ impl Decider<'_> {
                 };
                 self.status.message = Some(message.clone());
                 self.progress_milestone(before.1);
-                // Only what the upstream said counts as news (lastChangeAt drives the schedule);
-                // a message the operator wrote itself does not.
+                // Only a change of the upstream's state counts as news (lastChangeAt restarts the
+                // backoff): its state word, its resource, a note it gave. A message the operator
+                // wrote itself does not, nor progress alone: some upstreams move it on every poll,
+                // which would keep the schedule at its first interval for the operation's whole
+                // life. New progress is still written; it aims the schedule (`next_poll_at`).
                 let after = self.visible();
-                let news = (&after.0, after.1, &after.2) != (&before.0, before.1, &before.2)
+                let news = (&after.0, &after.2) != (&before.0, &before.2)
                     || (observation.message.is_some()
                         && after.3 == observation.message
                         && after.3 != before.3);
@@ -738,7 +741,12 @@ impl Decider<'_> {
         Some(add(started, timeout))
     }
 
-    /// When the next poll is due: `Retry-After` first, else the schedule point after the last request.
+    /// When the next poll is due: `Retry-After` first, else the schedule's next poll after the
+    /// last request — the backoff's next point counted from `lastChangeAt`, or earlier, one poll
+    /// aimed just after the end the progress predicts ([`Schedule::next_after_aimed`]). The
+    /// backoff derives from the status, so a restart (which forgets the last request) resumes
+    /// it at its next point, without a stampede; the aim needs to know since when the progress
+    /// stands, which a restart forgets too: it comes back with the first answer.
     fn next_poll_at(&self) -> Timestamp {
         let memory = self.input.memory;
         if let Some(not_before) = memory.not_before {
@@ -766,12 +774,39 @@ impl Decider<'_> {
             .duration_since(since)
             .as_secs_f64()
             .max(0.0);
-        let next = self
-            .input
-            .policy
-            .schedule
-            .next_after(after, seed_of(self.input.uid));
+        let next = self.input.policy.schedule.next_after_aimed(
+            after,
+            seed_of(self.input.uid),
+            self.progress_since(since),
+        );
         add(since, Duration::from_secs_f64(next.max(0.0)))
+    }
+
+    /// The progress that may aim the schedule, with times in seconds since `since` (the last
+    /// change): that of a `Running` operation the operator started (its 0 % is known: at
+    /// `startedAt`; an adopted one's progress at adoption is not kept), answering its polls (a
+    /// failing upstream gets the backoff), whose highest progress this process saw and knows
+    /// since when (after a restart: from the first answer on; until then, the backoff).
+    fn progress_since(&self, since: Timestamp) -> Option<Progress> {
+        if self.status.phase != Some(Phase::Running)
+            || self.input.spec.start.is_none()
+            || self.input.memory.failures > 0
+        {
+            return None;
+        }
+        let percent = self.status.progress?;
+        let started = self.status.started_at.as_ref()?.0;
+        let (seen, _) = self
+            .input
+            .memory
+            .progress_seen
+            .filter(|(_, p)| *p == percent)?;
+        let seconds = |at: Timestamp| at.duration_since(since).as_secs_f64();
+        Some(Progress {
+            zero_at: seconds(started),
+            percent: f64::from(percent),
+            seen_at: seconds(seen),
+        })
     }
 
     fn due(&self) -> bool {
@@ -840,7 +875,8 @@ impl Decider<'_> {
         }
     }
 
-    /// The fields an observation can change, to tell whether the upstream said something new.
+    /// The fields an observation can change (state word, progress, resource, message), to tell
+    /// what the upstream said that is new.
     fn visible(&self) -> (Option<String>, Option<i32>, Option<String>, Option<String>) {
         (
             self.status.upstream_state.clone(),

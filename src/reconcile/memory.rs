@@ -33,6 +33,10 @@ pub struct Memory {
     /// The turn this operation holds under its provider's rate limit: its next request goes
     /// then (see `upstream::rate_limit`).
     pub rate_turn: Option<std::time::Instant>,
+    /// The highest progress an answer reported, and when this process first saw it: it aims
+    /// the poll schedule at the end it predicts, and a stall (the time stays) spends that aim
+    /// once. Lost on a restart: the schedule keeps to its backoff until the next answer.
+    pub progress_seen: Option<(Timestamp, i32)>,
 }
 
 impl Memory {
@@ -49,6 +53,19 @@ impl Memory {
             cancel_refused: false,
             request_owed: false,
             rate_turn: None,
+            progress_seen: None,
+        }
+    }
+
+    /// Records the progress an answer at `at` reported (clamped to 0..=100, as the status keeps
+    /// it): a new highest value is seen from `at` on; the same or a lower one, or none, changes
+    /// nothing.
+    pub fn saw_progress(&mut self, at: Timestamp, progress: Option<i32>) {
+        let Some(p) = progress.map(|p| p.clamp(0, 100)) else {
+            return;
+        };
+        if self.progress_seen.is_none_or(|(_, old)| p > old) {
+            self.progress_seen = Some((at, p));
         }
     }
 

@@ -1,10 +1,18 @@
-//! The poll schedule, derived from the time since the upstream last said something new.
+//! The poll schedule: a backoff derived from the time since the upstream's state last changed,
+//! aimed by the progress it reports.
 //!
 //! With `t` seconds since the last change the next wait is
 //! `min(maxInterval, initialInterval + (multiplier − 1)·t)`. Starting at `t₀ = 0` that gives the
 //! points `tₖ₊₁ = tₖ + interval(tₖ)`: geometric until the cap, then evenly spaced. Each point
 //! is moved by a jitter that depends only on (seed, k), so the schedule needs no stored state, a
 //! restart resumes it exactly, and many operations do not poll in lockstep.
+//!
+//! Progress does not restart that backoff (an operation whose progress moves on every poll would
+//! otherwise be polled at the first interval for its whole life); it aims it instead
+//! ([`Schedule::next_after_aimed`]): the rate from 0 % at the start to the progress last seen
+//! gives an estimated end, and one poll is made just after it when that falls before the next
+//! point. The backoff's points stay the upper bound on every wait, and an aimed poll is at least
+//! `initialInterval` after the request before it and before the point after it.
 
 use std::time::Duration;
 
@@ -140,6 +148,34 @@ impl Schedule {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// How long after the estimated end the aimed poll is made: half the first wait.
+    pub fn margin(&self) -> f64 {
+        self.initial_secs() / 2.0
+    }
+
+    /// Seconds (since the last change) of the next poll after the last request at `after`: the
+    /// backoff's next point ([`Schedule::next_after`]), or earlier, one poll aimed just after the
+    /// end that `progress` predicts ([`Progress::estimated_end`]).
+    ///
+    /// The aimed poll is `margin()` after the estimated end, at least `initialInterval` after
+    /// the last request and at least `initialInterval` before the backoff's next point (else
+    /// that point, within `initialInterval` of the aimed time, is the aimed poll). Once a
+    /// request has been made after the estimated end the estimate is spent and the backoff goes
+    /// on: a stall keeps its estimate (the progress is seen at the same time), so it gets one
+    /// aimed poll, not one per interval. No estimate leaves the backoff as it is.
+    pub fn next_after_aimed(&self, after: f64, seed: u64, progress: Option<Progress>) -> f64 {
+        let backoff = self.next_after(after, seed);
+        let Some(end) = progress.and_then(|p| p.estimated_end()) else {
+            return backoff;
+        };
+        if end <= after {
+            return backoff;
+        }
+        let a = self.initial_secs();
+        let aim = (end + self.margin()).max(after + a);
+        if aim + a <= backoff { aim } else { backoff }
+    }
+
     /// How many polls the schedule makes in the first `elapsed` seconds, counting point 0.
     pub fn polls_within(&self, elapsed: f64, seed: u64) -> u64 {
         let mut count = 0;
@@ -151,6 +187,30 @@ impl Schedule {
             }
             count += 1;
         }
+    }
+}
+
+/// What the progress an operation reported says about its end, in seconds since the last change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// When the operation was at 0 %: its start (before the last change, so usually ≤ 0).
+    pub zero_at: f64,
+    /// The highest progress the upstream reported, in percent.
+    pub percent: f64,
+    /// When that progress was first seen. It stays while the progress does not move, so the
+    /// estimate of a stalled operation stays too, and passes.
+    pub seen_at: f64,
+}
+
+impl Progress {
+    /// The end (100 %) at the rate from 0 % at `zero_at` to `percent` at `seen_at`: `None` when
+    /// that is no rate (no progress yet, 100 % reached without the end, no time passed).
+    pub fn estimated_end(&self) -> Option<f64> {
+        let (p, elapsed) = (self.percent, self.seen_at - self.zero_at);
+        if !(p > 0.0 && p < 100.0 && elapsed > 0.0) {
+            return None;
+        }
+        Some(self.zero_at + elapsed * 100.0 / p).filter(|end| end.is_finite())
     }
 }
 

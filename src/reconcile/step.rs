@@ -88,6 +88,9 @@ pub enum Outcome {
     NotLeader,
     /// The namespace's share of upstream requests in flight is in use: nothing was sent.
     Busy,
+    /// The provider's list sweeps observe this operation: no request of its own (it is woken
+    /// when a sweep has news for it; it looks again after the schedule's longest interval).
+    Covered,
     /// The finalizer was added or removed.
     FinalizerChanged,
     /// The outputs were written (the objects named), or the write failed.
@@ -215,6 +218,17 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
             if let Some(fact) = fact {
                 memory.learn(fact);
             }
+            // The progress an answer reported aims the schedule (see `Memory::saw_progress`).
+            let progress = match &**event {
+                Event::Polled(observation) => Some(observation.progress),
+                Event::Started(started) | Event::Recovered(started) => {
+                    Some(started.observation.progress)
+                }
+                _ => None,
+            };
+            if let Some(progress) = progress {
+                memory.saw_progress(now, progress);
+            }
             (**event).clone()
         }
         Outcome::OutputsWritten {
@@ -264,6 +278,16 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
                 memory,
                 Effect::Done {
                     requeue: Some(NOT_LEADER_RETRY),
+                    keep: Keep::Remember { poll_due: None },
+                },
+            );
+        }
+        Outcome::Covered => {
+            return plan(
+                status,
+                memory,
+                Effect::Done {
+                    requeue: Some(observed.policy.schedule.max),
                     keep: Keep::Remember { poll_due: None },
                 },
             );

@@ -65,6 +65,13 @@ struct ProviderLabels {
     provider: String,
 }
 
+/// Labels of `lro_list_sweeps_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SweepLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
 /// Labels of `lro_apiserver_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
@@ -87,6 +94,8 @@ pub enum RequestKind {
     Poll,
     /// The cancel request.
     Cancel,
+    /// One page of a list sweep (`spec.list`).
+    List,
 }
 
 impl RequestKind {
@@ -96,6 +105,7 @@ impl RequestKind {
             RequestKind::Start => "start",
             RequestKind::Poll => "poll",
             RequestKind::Cancel => "cancel",
+            RequestKind::List => "list",
         }
     }
 }
@@ -172,6 +182,7 @@ pub struct Metrics {
     token_refreshes: Family<ProviderLabels, Counter>,
     rate_limit_wait: Family<ProviderLabels, Counter<f64>>,
     fair_share_held_back: Counter,
+    sweeps: Family<SweepLabels, Counter>,
     status_writes: Counter,
     apiserver_requests: Family<ApiLabels, Counter>,
     operations: Arc<OperationsByPhase>,
@@ -246,6 +257,12 @@ impl Metrics {
             "Upstream requests held back because their namespace had --namespace-concurrency requests in flight",
             fair_share_held_back.clone(),
         );
+        let sweeps = Family::<SweepLabels, Counter>::default();
+        registry.register(
+            "lro_list_sweeps",
+            "List sweeps of providers with spec.list, by provider and outcome (ok, failed, refused); their pages count as upstream requests of kind list",
+            sweeps.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "lro_status_writes",
@@ -270,6 +287,7 @@ impl Metrics {
             token_refreshes,
             rate_limit_wait,
             fair_share_held_back,
+            sweeps,
             status_writes,
             apiserver_requests,
             operations,
@@ -324,6 +342,16 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .inc_by(waited.as_secs_f64());
+    }
+
+    /// Counts one list sweep of `provider` (its pages are counted as requests).
+    pub fn swept(&self, provider: &str, outcome: &'static str) {
+        self.sweeps
+            .get_or_create(&SweepLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Counts a request held back by its namespace's fair share.

@@ -84,3 +84,14 @@ app.kubernetes.io/component: operator
 {{- $name -}}
 {{- end -}}
 {{- end }}
+
+{{/* The metrics Service: also the `job` label the chart's ServiceMonitor gives its targets. */}}
+{{- define "lro-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "lro-operator.fullname" .) }}
+{{- end }}
+
+{{/* The PromQL label matchers of the operator's scrape targets: job and namespace. */}}
+{{- define "lro-operator.alertSelector" -}}
+{{- $job := .Values.monitoring.prometheusRule.job | default (include "lro-operator.metricsServiceName" .) -}}
+{{- printf "job=%q, namespace=%q" $job .Release.Namespace -}}
+{{- end }}

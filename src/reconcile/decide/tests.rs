@@ -1139,21 +1139,21 @@ fn running_observations() {
             check: unchanged,
         },
         Row {
-            name: "Running + Polled, new progress: updated, lastChangeAt moves, schedule restarts",
+            // Progress alone is no change of state: the backoff from T goes on (points 30, 70).
+            name: "Running + Polled, new progress: written, lastChangeAt kept, the backoff goes on",
             given: World::running()
                 .at(30.0)
                 .mem(|m| m.record_success(t(30.0), None)),
             event: Event::Polled(obs(UpstreamState::Running, Some(40))),
             phase: Phase::Running,
-            action: Want::Is(Action::Wait(Some(secs(10.0)))),
+            action: Want::Is(Action::Wait(Some(secs(40.0)))),
             reason: "Polling",
             check: |w, d| {
                 assert_eq!(d.status.progress, Some(40));
-                assert_eq!(d.status.last_change_at.as_ref().unwrap().0, t(30.0));
+                assert_eq!(d.status.last_change_at.as_ref().unwrap().0, t(0.0));
                 let mut expected = w.status.clone();
                 expected.progress = Some(40);
-                expected.last_change_at = d.status.last_change_at.clone();
-                assert_eq!(d.status, expected, "nothing else changes");
+                assert_eq!(d.status, expected, "only the progress changes");
             },
         },
         Row {
@@ -2188,27 +2188,519 @@ fn a_whole_life_writes_only_on_visible_changes() {
     );
     step(&mut w, 80.0, Event::Reconcile, Action::Poll);
     w.memory.record_success(t(80.0), None);
+    // New progress is written but does not restart the backoff (points from 10 s: 80, 140). Its
+    // estimated end (60 % in 80 s: 133 s) would aim a poll at 138 s, within one initial interval
+    // of the point at 140 s: that point is the aimed poll.
     step(
         &mut w,
         80.0,
         Event::Polled(obs(UpstreamState::Running, Some(60))),
-        Action::Wait(Some(secs(10.0))),
+        Action::Wait(Some(secs(60.0))),
     );
-    step(&mut w, 90.0, Event::Reconcile, Action::Poll);
-    w.memory.record_success(t(90.0), None);
+    step(&mut w, 140.0, Event::Reconcile, Action::Poll);
+    w.memory.record_success(t(140.0), None);
     step(
         &mut w,
-        90.0,
+        140.0,
         Event::Polled(obs(UpstreamState::Succeeded, Some(100))),
         Action::Wait(None),
     );
     step(&mut w, 5000.0, Event::Reconcile, Action::Wait(None));
     assert_eq!(w.status.phase, Some(Phase::Succeeded));
     assert_eq!(w.status.started_at.as_ref().unwrap().0, t(0.0));
-    assert_eq!(w.status.completed_at.as_ref().unwrap().0, t(90.0));
+    assert_eq!(w.status.completed_at.as_ref().unwrap().0, t(140.0));
     // Starting, StartRetrying (the resend itself writes nothing), Running, new progress, Succeeded:
     // the polls that saw nothing new wrote nothing.
     assert_eq!(writes, 5);
+}
+
+// ------------------------------------------------------------------ progress aims the schedule
+
+/// How long the operation of the progress rows runs: 30 minutes.
+const LENGTH: f64 = 1800.0;
+
+/// A started operation that ends at `T + length` and reports its progress steadily, as the
+/// percent reached (rounded down), answering a poll at `T + at`.
+fn steady(length: f64, at: f64) -> Observation {
+    if at >= length {
+        return obs(UpstreamState::Succeeded, Some(100));
+    }
+    obs(
+        UpstreamState::Running,
+        Some((100.0 * at / length).floor() as i32),
+    )
+}
+
+/// The 30-minute operation, with its progress stuck at `stuck` % from `T + since` on.
+fn stalled(stuck: i32, since: f64, at: f64) -> Observation {
+    if at >= since {
+        return obs(UpstreamState::Running, Some(stuck));
+    }
+    steady(LENGTH, at)
+}
+
+impl World {
+    /// Started at `T` (the intent, then its answer: RUNNING, 0 %).
+    fn started_at_t() -> World {
+        World::new(true)
+            .then(&Event::Reconcile)
+            .mem(|m| m.record_success(t(0.0), None))
+            .then(&started(obs(UpstreamState::Running, Some(0))))
+    }
+
+    /// A successful poll at `now`, recorded in memory with its progress, as `step` does when it
+    /// learns an answer (`Memory::saw_progress`).
+    fn answered(self, observation: Observation) -> World {
+        let (now, progress) = (self.now, observation.progress);
+        self.mem(|m| m.saw_progress(now, progress))
+            .polled(observation)
+    }
+
+    fn schedule(mut self, schedule: Schedule) -> World {
+        self.policy.schedule = schedule;
+        self
+    }
+}
+
+/// Seconds since `T`.
+fn since_t(at: Timestamp) -> f64 {
+    at.duration_since(t(0.0)).as_secs_f64()
+}
+
+/// What a life cost.
+#[derive(Debug)]
+struct Life {
+    /// When each poll was sent, in seconds since `T`.
+    polls: Vec<f64>,
+    /// Status writes (each with a visible change: checked).
+    writes: usize,
+    /// When the end was seen (`NaN`: not within the time given).
+    done_at: f64,
+    /// The end the schedule estimated when it decided the last poll.
+    estimate: Option<f64>,
+}
+
+/// The end `w`'s schedule estimates, in seconds since `T`.
+fn estimated_end(w: &World) -> Option<f64> {
+    let started = since_t(w.status.started_at.as_ref()?.0);
+    let (seen, percent) = w.memory.progress_seen?;
+    Progress {
+        zero_at: started,
+        percent: f64::from(percent),
+        seen_at: since_t(seen),
+    }
+    .estimated_end()
+}
+
+/// Runs `w` as the controller does — a reconcile; a poll when one is due, learnt as `step`
+/// learns it; back when told — against `upstream` (what a poll at `T + at` sees) until the
+/// operation ends or `T + until`. `remember`: the memory records each answer's progress
+/// ([`Memory::saw_progress`]); else the schedule has only the backoff. `restart`: the process
+/// restarts at `T + restart` (its memory lost).
+fn live(
+    mut w: World,
+    upstream: impl Fn(f64) -> Observation,
+    remember: bool,
+    restart: Option<f64>,
+    until: f64,
+) -> Life {
+    let mut life = Life {
+        polls: Vec::new(),
+        writes: 0,
+        done_at: f64::NAN,
+        estimate: None,
+    };
+    let mut restart = restart;
+    let apply = |w: &mut World, event: &Event, writes: &mut usize| {
+        let d = w.decide(event);
+        invariants("life", w, event, &d);
+        if d.status != w.status {
+            let seen = |s: &LongRunningOperationStatus| {
+                (
+                    s.phase,
+                    s.upstream_state.clone(),
+                    s.progress,
+                    s.resource_id.clone(),
+                    s.message.clone(),
+                )
+            };
+            assert_ne!(
+                seen(&d.status),
+                seen(&w.status),
+                "a write without a visible change"
+            );
+            *writes += 1;
+        }
+        w.status = d.status;
+        d.action
+    };
+    while since_t(w.now) <= until {
+        let now = since_t(w.now);
+        let mut action = apply(&mut w, &Event::Reconcile, &mut life.writes);
+        if action == Action::Poll {
+            life.polls.push(now);
+            assert!(life.polls.len() < 10_000, "no end");
+            life.estimate = estimated_end(&w);
+            let answer = upstream(now);
+            w = w.mem(|m| {
+                m.record_success(t(now), None);
+                if remember {
+                    m.saw_progress(t(now), answer.progress);
+                }
+            });
+            action = apply(&mut w, &Event::Polled(answer), &mut life.writes);
+            if w.status.phase == Some(Phase::Succeeded) {
+                life.done_at = now;
+                return life;
+            }
+        }
+        let Action::Wait(Some(wait)) = action else {
+            panic!("at {now}: {action:?}");
+        };
+        // The clock in whole seconds, as the status keeps `completedAt`.
+        let next = (now + wait.as_secs_f64()).ceil();
+        match restart {
+            Some(at) if next > at => {
+                w = w.at(at).restart();
+                restart = None;
+            }
+            _ => w = w.at(next),
+        }
+    }
+    life
+}
+
+/// The rule before progress aimed the schedule: anything new, progress included, restarted the
+/// backoff at the poll that saw it. Its polls against `upstream`, and when it saw the end.
+fn the_old_rule(schedule: &Schedule, upstream: impl Fn(f64) -> Observation) -> Life {
+    let seed = seed_of(UID);
+    // The last change, the last poll in seconds since it, the progress it saw.
+    let (mut change, mut since, mut seen) = (0.0, 0.0, upstream(0.0).progress);
+    let mut polls = Vec::new();
+    loop {
+        assert!(polls.len() < 10_000, "no end");
+        since = schedule.next_after(since, seed);
+        let at = change + since;
+        polls.push(at);
+        let o = upstream(at);
+        if o.state == UpstreamState::Succeeded {
+            return Life {
+                polls,
+                writes: 0,
+                done_at: at,
+                estimate: None,
+            };
+        }
+        if o.progress.is_some() && o.progress != seen {
+            (seen, change, since) = (o.progress, at, 0.0);
+        }
+    }
+}
+
+#[test]
+fn a_steady_half_hour_costs_a_fraction_of_the_polls_and_its_end_is_seen_at_once() {
+    // The rows' schedule (10 s … 60 s, ×2, no jitter) and the operator's defaults (5 s … 60 s,
+    // ×1.5, jitter 0.1); the operation ends at 30 min give or take a minute, so that its end
+    // falls anywhere between two of the backoff's points.
+    for (name, schedule) in [("rows", schedule()), ("defaults", Schedule::default())] {
+        let (initial, margin) = (schedule.initial.as_secs_f64(), schedule.margin());
+        let (mut new_polls, mut old_polls, mut backoff_polls) = (0, 0, 0);
+        let (mut worst_late, mut worst_old_late, mut worst_backoff_late) = (0.0f64, 0.0f64, 0.0f64);
+        for length in (0..12).map(|i| LENGTH - 60.0 + 10.0 * f64::from(i)) {
+            let upstream = |at: f64| steady(length, at);
+            let w = World::started_at_t().schedule(schedule);
+            let new = live(w.clone(), upstream, true, None, f64::INFINITY);
+            let backoff = live(w, upstream, false, None, f64::INFINITY);
+            let old = the_old_rule(&schedule, upstream);
+            let case = format!("{name}, {length} s");
+            // Far fewer polls: the progress no longer restarts the backoff.
+            assert!(
+                3 * new.polls.len() <= old.polls.len(),
+                "{case}: {} polls, the old rule {}",
+                new.polls.len(),
+                old.polls.len()
+            );
+            assert!(
+                new.polls.len() <= backoff.polls.len() + 1,
+                "{case}: one aimed poll at most"
+            );
+            // One write per visible change (`live` checks each is one): the polls that saw new
+            // progress, and the end.
+            assert!(new.writes <= new.polls.len(), "{case}: {new:?}");
+            // Never more often than the first interval.
+            for pair in new.polls.windows(2) {
+                assert!(pair[1] - pair[0] >= initial * 0.5, "{case}: {pair:?}");
+            }
+            // The end is seen within one first interval and the margin of the end estimated
+            // when the last poll was decided (the estimate is as good as the percent it is
+            // made from: 1 % is 18 s of this operation, rounded down, so never early).
+            let estimate = new.estimate.expect("an estimate");
+            assert!(estimate >= length - 1.0, "{case}: estimated {estimate}");
+            assert!(
+                new.done_at <= estimate + initial + margin + 1.0,
+                "{case}: seen at {}, estimated {estimate}",
+                new.done_at
+            );
+            new_polls += new.polls.len();
+            old_polls += old.polls.len();
+            backoff_polls += backoff.polls.len();
+            worst_late = worst_late.max(new.done_at - length);
+            worst_old_late = worst_old_late.max(old.done_at - length);
+            worst_backoff_late = worst_backoff_late.max(backoff.done_at - length);
+        }
+        eprintln!(
+            "{name}: polls per operation {:.1} (backoff alone {:.1}), the old rule {:.1}; end seen at most {worst_late:.1} s late (backoff alone {worst_backoff_late:.1} s), the old rule {worst_old_late:.1} s",
+            new_polls as f64 / 12.0,
+            backoff_polls as f64 / 12.0,
+            old_polls as f64 / 12.0,
+        );
+    }
+}
+
+#[test]
+fn progress_that_stalls_gets_one_aimed_poll_then_the_backoff() {
+    // The backoff's points from the last change (Started at T): 0, 10, 30, 70, 130, … 70 + 60k.
+    let backoff = |at: f64| at == 10.0 || at == 30.0 || (at >= 70.0 && (at - 70.0) % 60.0 == 0.0);
+    for (stuck, since) in [(60, 1080.0), (99, 1000.0), (97, 1750.0)] {
+        let upstream = |at: f64| stalled(stuck, since, at);
+        let life = live(World::started_at_t(), upstream, true, None, 3600.0);
+        let aimed: Vec<f64> = life
+            .polls
+            .iter()
+            .copied()
+            .filter(|at| !backoff(*at))
+            .collect();
+        assert!(
+            aimed.len() <= 1,
+            "{stuck} % from {since} s: aimed at {aimed:?}"
+        );
+        // The one aimed poll is at the end estimated when the progress stopped, plus the margin.
+        if let Some(at) = aimed.first() {
+            let seen = life.polls.iter().copied().find(|p| *p >= since).unwrap();
+            let end = seen * 100.0 / f64::from(stuck);
+            assert!(
+                *at >= end + 5.0 && *at <= end + 6.0,
+                "{stuck} %: {at} vs {end}"
+            );
+        }
+        assert!(life.done_at.is_nan(), "no end");
+        // The rest is the backoff, every one of its points: a poll every 60 s.
+        let after: Vec<_> = (life.polls.iter())
+            .filter(|p| **p > since + 120.0 && backoff(**p))
+            .collect();
+        assert!(after.windows(2).all(|w| w[1] - w[0] == 60.0), "{after:?}");
+    }
+    // Progress that goes back (the status keeps the highest) or disappears is a stall too.
+    let life = live(
+        World::started_at_t(),
+        |at| match at {
+            _ if at < 1080.0 => steady(LENGTH, at),
+            _ if at < 1300.0 => obs(UpstreamState::Running, Some(30)),
+            _ => obs(UpstreamState::Running, None),
+        },
+        true,
+        None,
+        3600.0,
+    );
+    let aimed: Vec<f64> = life
+        .polls
+        .iter()
+        .copied()
+        .filter(|at| !backoff(*at))
+        .collect();
+    assert!(aimed.len() <= 1, "aimed at {aimed:?}");
+}
+
+#[test]
+fn a_restart_mid_way_resumes_the_backoff_then_aims_again() {
+    let upstream = |at: f64| steady(LENGTH, at);
+    let whole = live(World::started_at_t(), upstream, true, None, f64::INFINITY);
+    // The process restarts at 1735 s, between the points 1690 and 1750.
+    let restarted = live(
+        World::started_at_t(),
+        upstream,
+        true,
+        Some(1735.0),
+        f64::INFINITY,
+    );
+    // Nothing is polled at the restart: the backoff's next point (1750) comes first.
+    let first = restarted.polls.iter().copied().find(|at| *at >= 1735.0);
+    assert_eq!(first, Some(1750.0));
+    // From the first answer on, the progress aims again; the end is seen as soon.
+    assert_eq!(restarted.polls.len(), whole.polls.len());
+    assert_eq!(restarted.done_at, whole.done_at);
+    for pair in restarted.polls.windows(2) {
+        assert!(pair[1] - pair[0] >= 10.0, "{pair:?}");
+    }
+}
+
+#[test]
+fn progress_aims_the_schedule() {
+    // Started at T, so the backoff's points are 0, 10, 30, 70, 130, … 1690, 1750, 1810.
+    run(vec![
+        Row {
+            name: "Started + Polled, new progress far from the end: written, the backoff's next point",
+            given: World::started_at_t()
+                .at(1090.0)
+                .mem(|m| m.record_success(t(1090.0), None))
+                .mem(|m| m.saw_progress(t(1090.0), Some(60))),
+            event: Event::Polled(obs(UpstreamState::Running, Some(60))),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(60.0)))),
+            reason: "Polling",
+            check: |w, d| {
+                assert_eq!(d.status.progress, Some(60));
+                assert_eq!(d.status.last_change_at, w.status.last_change_at);
+            },
+        },
+        Row {
+            // 98 % at 1750 s: the end is estimated at 1785.7 s, aimed at + 5 s.
+            name: "Started + Polled, the estimated end before the next point: one poll aimed after it",
+            given: World::started_at_t()
+                .at(1750.0)
+                .mem(|m| m.record_success(t(1750.0), None))
+                .mem(|m| m.saw_progress(t(1750.0), Some(98))),
+            event: Event::Polled(obs(UpstreamState::Running, Some(98))),
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                let Action::Wait(Some(wait)) = d.action else {
+                    panic!("{:?}", d.action)
+                };
+                let want = 1750.0 * 100.0 / 98.0 + 5.0 - 1750.0;
+                assert!((wait.as_secs_f64() - want).abs() < 1e-3, "{wait:?}");
+            },
+        },
+        Row {
+            // 97 % at 1750 s: the end at 1804 s, aimed at 1809 s, 1 s before the point at 1810.
+            name: "Started + Polled, the aimed poll within one interval of the next point: that point",
+            given: World::started_at_t()
+                .at(1750.0)
+                .mem(|m| m.record_success(t(1750.0), None))
+                .mem(|m| m.saw_progress(t(1750.0), Some(97))),
+            event: Event::Polled(obs(UpstreamState::Running, Some(97))),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(60.0)))),
+            reason: "Polling",
+            check: nothing,
+        },
+        Row {
+            name: "Running + Reconcile after the aimed poll found no end: the estimate is spent, the backoff",
+            given: World::started_at_t()
+                .at(1750.0)
+                .answered(obs(UpstreamState::Running, Some(98)))
+                .at(1791.0)
+                .answered(obs(UpstreamState::Running, Some(98))),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(19.0)))),
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            name: "Running + Polled, a new state word: the backoff restarts, progress or not",
+            given: World::started_at_t()
+                .at(1750.0)
+                .mem(|m| m.record_success(t(1750.0), None))
+                .mem(|m| m.saw_progress(t(1750.0), Some(98))),
+            event: Event::Polled(Observation {
+                upstream_state: Some("FINALIZING".into()),
+                ..obs(UpstreamState::Running, Some(98))
+            }),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(10.0)))),
+            reason: "Polling",
+            check: |_, d| {
+                assert_eq!(d.status.last_change_at.as_ref().unwrap().0, t(1750.0));
+            },
+        },
+        Row {
+            name: "Running + Polled, 100 % but not done: no end in sight, the backoff",
+            given: World::started_at_t()
+                .at(1750.0)
+                .mem(|m| m.record_success(t(1750.0), None))
+                .mem(|m| m.saw_progress(t(1750.0), Some(100))),
+            event: Event::Polled(obs(UpstreamState::Running, Some(100))),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(60.0)))),
+            reason: "Polling",
+            check: nothing,
+        },
+        Row {
+            // 50 % seen at 850 s: the end was due at 1700 s; a poll at 1750 s found none.
+            name: "Running + Reconcile, the estimated end passed: the backoff",
+            given: World::started_at_t()
+                .at(850.0)
+                .answered(obs(UpstreamState::Running, Some(50)))
+                .at(1750.0)
+                .answered(obs(UpstreamState::Running, Some(50))),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(60.0)))),
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            name: "Running (adopted) + Polled near its end: its 0 % is unknown, the backoff",
+            given: World::running()
+                .at(1750.0)
+                .mem(|m| m.record_success(t(1750.0), None))
+                .mem(|m| m.saw_progress(t(1750.0), Some(98))),
+            event: Event::Polled(obs(UpstreamState::Running, Some(98))),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(60.0)))),
+            reason: "Polling",
+            check: nothing,
+        },
+        Row {
+            name: "Running + a failed poll near the end: the backoff, not the aim",
+            given: World::started_at_t()
+                .at(1750.0)
+                .answered(obs(UpstreamState::Running, Some(98)))
+                .at(1760.0)
+                .mem(|m| m.record_failure(t(1760.0), "HTTP 503".into(), None, false)),
+            event: poll_failed(false),
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(50.0)))),
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            name: "Running, restarted near the estimated end: the backoff's next point, no stampede",
+            given: World::started_at_t()
+                .at(1750.0)
+                .answered(obs(UpstreamState::Running, Some(98)))
+                .at(1760.0)
+                .restart(),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::Is(Action::Wait(Some(secs(50.0)))),
+            reason: "Polling",
+            check: unchanged,
+        },
+        Row {
+            name: "Running, restarted, the first answer: the progress aims again from it",
+            given: World::started_at_t()
+                .at(1750.0)
+                .answered(obs(UpstreamState::Running, Some(98)))
+                .at(1752.0)
+                .restart()
+                .mem(|m| m.saw_progress(t(1752.0), Some(98))),
+            event: Event::Reconcile,
+            phase: Phase::Running,
+            action: Want::WaitSome,
+            reason: "Polling",
+            check: |_, d| {
+                // Seen at 1752 s (later than it was reached: the estimate errs late, 1787.8 s).
+                let Action::Wait(Some(wait)) = d.action else {
+                    panic!("{:?}", d.action)
+                };
+                let want = 1752.0 * 100.0 / 98.0 + 5.0 - 1752.0;
+                assert!((wait.as_secs_f64() - want).abs() < 1e-3, "{wait:?}");
+            },
+        },
+    ]);
 }
 
 /// The `Progress` notices of a decision, as (action, message).

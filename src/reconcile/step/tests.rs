@@ -428,3 +428,31 @@ fn a_started_operation_keeps_its_handle_and_polls_on_schedule() {
         }
     ));
 }
+
+#[test]
+fn the_highest_progress_an_answer_reports_is_remembered_from_when_it_was_first_seen() {
+    let poll = |progress| {
+        Outcome::Upstream(
+            Box::new(Event::Polled(Observation {
+                state: UpstreamState::Running,
+                progress,
+                ..Observation::default()
+            })),
+            Some(Fact::Answered {
+                at: t(1.0),
+                retry_after: None,
+            }),
+        )
+    };
+    let o = running();
+    let (o, plan) = after(o, &poll(Some(40)), 10.0);
+    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
+    // The same progress later, none, or less: seen since the first time.
+    let (o, plan) = after(o, &poll(Some(40)), 20.0);
+    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
+    let (o, plan) = after(o, &poll(None), 30.0);
+    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
+    let (o, _) = after(o, &poll(Some(30)), 40.0);
+    let (_, plan) = after(o, &poll(Some(55)), 50.0);
+    assert_eq!(plan.memory.progress_seen, Some((t(50.0), 55)));
+}
