@@ -660,8 +660,12 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         .map(|(i, secs, kind)| {
             let (http, lros, sim) = (http.clone(), lros.clone(), sim.clone());
             async move {
-                let script = json!({"durationSeconds": secs,
-                                    "progress": kind == Kind::GoogleProgress});
+                let mut script = json!({"durationSeconds": secs,
+                                        "progress": kind == Kind::GoogleProgress});
+                if kind == Kind::RedpandaAdopt {
+                    // A Redpanda cluster creation: in Redpanda's list, not in Google's.
+                    script["surface"] = json!("redpanda");
+                }
                 let (operation, upstream) = match kind {
                     Kind::GoogleStart | Kind::ComputeLongPoll => (None, None),
                     Kind::GoogleAdopt | Kind::RedpandaAdopt | Kind::GoogleProgress => {

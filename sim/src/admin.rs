@@ -12,8 +12,10 @@ use super::render::{error_response, not_found, operation_json};
 use super::script::{Outcome, Script, json_object};
 use super::state::{SimState, Store};
 
-/// `POST /sim/operations`: a script plus optional `resource`; creates an operation as if
-/// someone else had started it. Not counted as a create.
+/// `POST /sim/operations`: a script plus optional `resource` and `surface`; creates an operation
+/// as if someone else had started it. Not counted as a create. `surface: "redpanda"` makes it a
+/// Redpanda cluster creation (listed by `GET /redpanda/v1/operations`, not by Google's
+/// `ListOperations`); without it the operation is Google's.
 pub async fn create_operation(State(state): State<SimState>, body: Bytes) -> Response {
     let mut fields = match json_object(&body) {
         Ok(fields) => fields,
@@ -24,6 +26,16 @@ pub async fn create_operation(State(state): State<SimState>, body: Bytes) -> Res
         Some(Value::String(r)) => Some(r),
         Some(_) => return error_response(StatusCode::BAD_REQUEST, "resource must be a string"),
     };
+    let redpanda = match fields.remove("surface") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "redpanda" => true,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "surface must be \"redpanda\" or absent",
+            );
+        }
+    };
     let script = match Script::from_json(Value::Object(fields)) {
         Ok(script) => script,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
@@ -32,6 +44,17 @@ pub async fn create_operation(State(state): State<SimState>, body: Bytes) -> Res
     let mut store = state.store();
     let name_of = |n: u64| resource.unwrap_or_else(|| format!("projects/sim/resources/res-{n}"));
     let op = store.insert(name_of, json!({}), script, None, now);
+    if redpanda {
+        let id = op.name.trim_start_matches("operations/").to_owned();
+        let resource_id = op
+            .resource
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        op.spec = json!({"redpanda": {"kind": "cluster", "verb": "create", "id": id,
+                                      "resourceId": resource_id}});
+    }
     Json(operation_json(op, now)).into_response()
 }
 
