@@ -226,6 +226,16 @@ fn parse_args() -> Result<Args, Error> {
             "--list" => args.list = ListMode::Running,
             "--list-final" => args.list = ListMode::Final,
             "--concurrency" => args.concurrency = Some(value()?.parse()?),
+            // The workload of the side-by-side run with Crossplane provider-http (issue 15): 50
+            // adopted Google operations of 60–180 s. Flags after it override it.
+            "--profile" => match value()?.as_str() {
+                "peer" => {
+                    args.ops = 50;
+                    args.dist = Dist::parse("uniform:60:180")?;
+                    args.mix = vec![Kind::GoogleAdopt];
+                }
+                other => return Err(format!("unknown profile {other:?} (peer)").into()),
+            },
             // `cargo bench` passes this to a harness-less bench.
             "--bench" => {}
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -493,6 +503,8 @@ struct PerKind {
     gets: u64,
     ideal: u64,
     econ: Vec<f64>,
+    /// Detection latencies (s).
+    det: Vec<f64>,
 }
 
 async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
@@ -893,6 +905,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             .min(args.initial + (args.multiplier - 1.0) * elapsed);
         det.push(latency);
         det_rel.push(latency / interval);
+        k.det.push(latency);
         // Still running when the operator was killed: when did polling resume?
         if let Some(Restart {
             killed_ms: killed,
@@ -960,13 +973,17 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
     for kind in &args.mix {
         if let Some(k) = per_kind.get_mut(kind) {
             println!(
-                "  {}: {} GETs / {} ideal = {:.3}, max {:.3} ({} operations)",
+                "  {}: {} GETs / {} ideal = {:.3}, max {:.3} ({} operations, {:.2} GETs each; \
+                 detection mean {:.2} s, p99 {:.2} s)",
                 kind.label(),
                 k.gets,
                 k.ideal,
                 k.gets as f64 / k.ideal.max(1) as f64,
                 pct(&mut k.econ, 100.0),
                 k.econ.len(),
+                k.gets as f64 / k.econ.len().max(1) as f64,
+                mean(&k.det),
+                pct(&mut k.det.clone(), 99.0),
             );
         }
     }
