@@ -6,7 +6,11 @@
 //! send none), and the token endpoint gives a token to any client that names itself (the demo's
 //! examples use it; nothing is verified in this open mode). Once configured, every request to a
 //! protocol route must carry one accepted credential, else it gets `401`, and the token endpoint
-//! checks client secrets and JWT signatures. The configuration (all fields optional):
+//! checks client secrets and JWT signatures. Besides the configured credentials, protocol routes
+//! then also accept what the workload identity endpoints ([`crate::identity`]) issue: their
+//! bearer tokens and their temporary AWS keys (SigV4 with a signed `X-Amz-Security-Token`), each
+//! until it expires (then `401`, reason `expired`), counted under credential ids
+//! `identity:<cloud>:<subject>`. The configuration (all fields optional):
 //!
 //! ```json
 //! {
@@ -24,9 +28,10 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /sim/auth` | replaces the accepted credentials (tokens already issued stay valid while their client is still configured) |
-//! | `POST /sim/auth/revoke` | every issued access token stops working (as if the upstream revoked them) |
+//! | `POST /sim/auth` | replaces the accepted credentials (tokens already issued stay valid while their client is still configured; those of the workload identity endpoints until they expire) |
+//! | `POST /sim/auth/revoke` | every issued access token (and every temporary AWS key of `/aws-sts`) stops working (as if the upstream revoked them) |
 //! | `GET /sim/auth/stats` | `tokenRequests` (by client id, and `rejected`), `accepted` (by credential id), `rejected` (by reason: `missing`, `invalid`, `expired`, `badSignature`), `requests` (`[{path, credential, outcome}]`, last 10,000) |
+//! | `POST /sim/identity`, `GET /sim/identity/stats` | workload identity: the token exchanges of Google STS and IAM Credentials, AWS STS and Microsoft Entra ID ([`crate::identity`]) |
 //! | `POST /sim/oauth/token` | the token endpoint: `grant_type=client_credentials` (`client_id`/`client_secret` in the form or HTTP basic, optional `audience` that must match) or `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (`assertion`: an RS256 JWT from a configured service account, `aud` ending in `/sim/oauth/token`) |
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -154,10 +159,19 @@ struct Issued {
     expires_at_ms: u64,
 }
 
+/// Temporary AWS credentials issued by the simulated AWS STS ([`crate::identity`]).
+#[derive(Debug)]
+struct TemporaryAwsKey {
+    key: AwsKey,
+    expires_at_ms: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     config: AuthConfig,
     issued: HashMap<String, Issued>,
+    /// By access key id.
+    temporary_aws_keys: HashMap<String, TemporaryAwsKey>,
     token_requests: BTreeMap<String, u64>,
     token_rejections: u64,
     accepted: BTreeMap<String, u64>,
@@ -174,6 +188,61 @@ pub struct AuthState {
 impl AuthState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accepts `token` as a bearer token of credential `client` until `expires_at_ms` (tokens
+    /// issued by the simulated clouds' token endpoints, [`crate::identity`]; their client ids
+    /// start with `identity:`, which keeps them across `POST /sim/auth`).
+    pub(crate) fn accept_issued_token(&self, token: String, client: String, expires_at_ms: u64) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        inner.issued.retain(|_, t| t.expires_at_ms + 60_000 > now);
+        inner.issued.insert(
+            token,
+            Issued {
+                client,
+                expires_at_ms,
+            },
+        );
+    }
+
+    /// The credential id and expiry of an issued (not configured) bearer token.
+    pub(crate) fn issued_token(&self, token: &str) -> Option<(String, u64)> {
+        self.lock()
+            .issued
+            .get(token)
+            .map(|t| (t.client.clone(), t.expires_at_ms))
+    }
+
+    /// Accepts temporary AWS credentials (SigV4 with `X-Amz-Security-Token`) as credential
+    /// `client` until `expires_at_ms`, in any region and for any service.
+    pub(crate) fn accept_temporary_aws_key(
+        &self,
+        client: String,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: String,
+        expires_at_ms: u64,
+    ) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        inner
+            .temporary_aws_keys
+            .retain(|_, k| k.expires_at_ms + 60_000 > now);
+        inner.temporary_aws_keys.insert(
+            access_key_id.clone(),
+            TemporaryAwsKey {
+                key: AwsKey {
+                    id: client,
+                    access_key_id,
+                    secret_access_key,
+                    session_token: Some(session_token),
+                    region: None,
+                    service: None,
+                },
+                expires_at_ms,
+            },
+        );
     }
 
     fn log(&self, path: &str, credential: Option<&str>, outcome: &'static str) {
@@ -228,7 +297,8 @@ pub async fn configure(State(auth): State<AuthState>, body: Bytes) -> Response {
         }
     };
     let mut inner = auth.lock();
-    let still = |client: &str| config.has_client(client);
+    // Tokens of the workload identity endpoints do not depend on this configuration.
+    let still = |client: &str| client.starts_with("identity:") || config.has_client(client);
     inner.issued.retain(|_, issued| still(&issued.client));
     inner.config = config;
     Json(json!({})).into_response()
@@ -236,7 +306,9 @@ pub async fn configure(State(auth): State<AuthState>, body: Bytes) -> Response {
 
 /// `POST /sim/auth/revoke`.
 pub async fn revoke(State(auth): State<AuthState>) -> Response {
-    auth.lock().issued.clear();
+    let mut inner = auth.lock();
+    inner.issued.clear();
+    inner.temporary_aws_keys.clear();
     Json(json!({})).into_response()
 }
 
@@ -328,7 +400,24 @@ fn check(
             .ok_or(("invalid", "wrong user name or password".into()));
     }
     if authorization.starts_with("AWS4-HMAC-SHA256 ") {
-        return verify_sigv4(config, parts, body, SystemTime::now());
+        let lookup = |access_key: &str| -> Result<AwsKey, Rejection> {
+            if let Some(key) = config
+                .aws_keys
+                .iter()
+                .find(|k| k.access_key_id == access_key)
+            {
+                return Ok(key.clone());
+            }
+            match auth.lock().temporary_aws_keys.get(access_key) {
+                Some(t) if t.expires_at_ms > now_ms() => Ok(t.key.clone()),
+                Some(_) => Err((
+                    "expired",
+                    "SigV4: the security token included in the request is expired".into(),
+                )),
+                None => Err(("invalid", "SigV4: unknown access key".into())),
+            }
+        };
+        return verify_sigv4(&lookup, parts, body, SystemTime::now());
     }
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
@@ -357,9 +446,10 @@ fn check(
     Err(("missing", "the request carries no credentials".into()))
 }
 
-/// Verifies an AWS SigV4 `Authorization` header (an independent implementation of the spec).
+/// Verifies an AWS SigV4 `Authorization` header (an independent implementation of the spec);
+/// `lookup` finds the key of an access key id.
 fn verify_sigv4(
-    config: &AuthConfig,
+    lookup: &dyn Fn(&str) -> Result<AwsKey, Rejection>,
     parts: &axum::http::request::Parts,
     body: &[u8],
     now: SystemTime,
@@ -392,11 +482,7 @@ fn verify_sigv4(
     let [access_key, date, region, service, "aws4_request"] = scope[..] else {
         return Err(bad("malformed credential scope"));
     };
-    let key = config
-        .aws_keys
-        .iter()
-        .find(|k| k.access_key_id == access_key)
-        .ok_or_else(|| ("invalid", "SigV4: unknown access key".to_owned()))?;
+    let key = lookup(access_key)?;
     if key.region.as_deref().is_some_and(|r| r != region)
         || key.service.as_deref().is_some_and(|s| s != service)
     {
@@ -690,6 +776,24 @@ mod tests {
         builder.body(()).expect("request").into_parts().0
     }
 
+    /// `verify_sigv4` with the keys of `config`.
+    fn verify_with(
+        config: &AuthConfig,
+        parts: &axum::http::request::Parts,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<String, Rejection> {
+        let lookup = |access_key: &str| {
+            config
+                .aws_keys
+                .iter()
+                .find(|k| k.access_key_id == access_key)
+                .cloned()
+                .ok_or_else(|| ("invalid", "SigV4: unknown access key".to_owned()))
+        };
+        verify_sigv4(&lookup, parts, body, now)
+    }
+
     fn aws_config() -> AuthConfig {
         serde_json::from_value(json!({"awsKeys": [{
             "id": "a1", "accessKeyId": "AKIDEXAMPLE",
@@ -713,7 +817,7 @@ mod tests {
                 ),
             ],
         );
-        assert_eq!(verify_sigv4(&aws_config(), &p, b"", now), Ok("a1".into()));
+        assert_eq!(verify_with(&aws_config(), &p, b"", now), Ok("a1".into()));
         let tampered = parts(
             "GET",
             "/?x=1",
@@ -727,12 +831,12 @@ mod tests {
             ],
         );
         assert_eq!(
-            verify_sigv4(&aws_config(), &tampered, b"", now).map_err(|e| e.0),
+            verify_with(&aws_config(), &tampered, b"", now).map_err(|e| e.0),
             Err("badSignature")
         );
         let late = now + std::time::Duration::from_secs(3600);
         assert!(
-            verify_sigv4(&aws_config(), &p, b"", late).is_err(),
+            verify_with(&aws_config(), &p, b"", late).is_err(),
             "replayed an hour later"
         );
     }
@@ -772,11 +876,11 @@ mod tests {
         }
         let p = builder.body(()).expect("request").into_parts().0;
         assert_eq!(
-            verify_sigv4(&aws_config(), &p, br#"{"a": 1}"#, now),
+            verify_with(&aws_config(), &p, br#"{"a": 1}"#, now),
             Ok("a1".into())
         );
         assert!(
-            verify_sigv4(&aws_config(), &p, br#"{"a": 2}"#, now).is_err(),
+            verify_with(&aws_config(), &p, br#"{"a": 2}"#, now).is_err(),
             "body is signed"
         );
     }

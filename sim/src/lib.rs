@@ -3,7 +3,10 @@
 //! `/redpanda/v1`, Compute Engine under `/compute/v1`, Deployment Manager under
 //! `/deploymentmanager/v2`, GKE under `/container/v1`, Azure Resource Manager under `/azure`,
 //! AWS Cloud Control under `/aws`, a generic "202 + Location" job API under `/generic` (for the
-//! `http` protocol), plus a test admin API under `/sim` (stats, forced outcomes, reset). Every
+//! `http` protocol), the three clouds' workload identity token exchanges (Google STS under
+//! `/google-sts`, IAM Credentials under `/google-iam`, AWS STS under `/aws-sts`, Microsoft Entra
+//! ID under `/azure-login`; see [`identity`]), plus a test admin API under `/sim` (stats, forced
+//! outcomes, reset, credentials: [`auth`], [`identity`]). Every
 //! surface answers in its cloud's wire format (see each module for the reference it follows)
 //! and misbehaves on request (`simulate.faults`, `simulate.startFaults`). Tests, the demo and
 //! the benchmark drive the real operator against it.
@@ -18,6 +21,7 @@ mod faults;
 mod gke;
 mod google;
 mod http;
+pub mod identity;
 mod paging;
 mod redpanda;
 mod render;
@@ -150,6 +154,7 @@ pub fn router(state: SimState) -> Router {
         .fallback(|| async { render::error_response(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
         .merge(auth_routes)
+        .merge(identity::routes(auth_state))
 }
 
 /// Resolves on SIGTERM or SIGINT. Handlers are installed before returning (and before the
