@@ -71,6 +71,11 @@ async fn helm_lint_is_clean() {
             "--set=webhook.failurePolicy=Ignore",
         ],
         vec!["--set=webhook.enabled=false"],
+        vec![
+            "--set=operator.workloadIdentity.enabled=true",
+            "--set=operator.workloadIdentity.namespaces={team-a,team-b}",
+            "--set=operator.workloadIdentity.serviceAccountNames={lro-deployer}",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend(sets);
@@ -106,6 +111,16 @@ async fn values_schema_rejects_invalid_values() {
         ("webhook.enabled=yes", "enabled"),
         ("webhook.certManager.issuerRef.kind=Vault", "kind"),
         ("webhook.objectSelector.matchNames=x", "matchNames"),
+        ("operator.workloadIdentity.enabled=yes", "enabled"),
+        (
+            "operator.workloadIdentity.namespaces[0]=Not_A_Namespace",
+            "namespaces",
+        ),
+        (
+            "operator.workloadIdentity.serviceAccountNames[0]=team/sa",
+            "serviceAccountNames",
+        ),
+        ("operator.workloadIdentity.audience=x", "audience"),
         ("replicas=3", "replicas"),
         ("operator.namespace=x", "namespace"),
     ] {
@@ -373,6 +388,102 @@ async fn rendered_objects_follow_the_values() {
         "{args:?}"
     );
 
+    // Workload identity: off by default (no token grant at all, above); on, a ClusterRole that
+    // may only create ServiceAccount tokens, or Roles where the values say.
+    let policy = find(&defaults, "ValidatingAdmissionPolicy");
+    let checks = policy["spec"]["variables"].to_string();
+    assert!(
+        checks.contains(".resource('serviceaccounts').subresource('token')")
+            && checks.contains("check('create')"),
+        "the admission policy checks ServiceAccount tokens: {policy:#}"
+    );
+    assert_eq!(
+        policy["spec"]["validations"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let token_rule = json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                             "verbs": ["create"]}]);
+    let identity = render(&["--set=operator.workloadIdentity.enabled=true"]).await;
+    assert_eq!(
+        names(&identity, "ClusterRole"),
+        [
+            "rel-lro-operator",
+            "rel-lro-operator-credentials",
+            "rel-lro-operator-workload-identity"
+        ]
+    );
+    let role = identity
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole"
+                && o["metadata"]["name"] == "rel-lro-operator-workload-identity"
+        })
+        .expect("the workload identity ClusterRole");
+    assert_eq!(role["rules"], token_rule);
+    let binding = identity
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRoleBinding"
+                && o["metadata"]["name"] == "rel-lro-operator-workload-identity"
+        })
+        .expect("its binding");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "rel-lro-operator", "namespace": "lro-system"}])
+    );
+    let token_roles = |objects: &[Value]| -> Vec<(String, Value)> {
+        objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "Role" && o["metadata"]["name"] == "rel-lro-operator-workload-identity"
+            })
+            .map(|o| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["rules"].clone(),
+                )
+            })
+            .collect()
+    };
+    let watching = render(&[
+        "--set=operator.workloadIdentity.enabled=true",
+        "--set=operator.watchNamespace=team-a",
+    ])
+    .await;
+    assert_eq!(names(&watching, "ClusterRole"), ["rel-lro-operator"]);
+    assert_eq!(
+        token_roles(&watching),
+        [
+            ("lro-system".to_owned(), token_rule.clone()),
+            ("team-a".to_owned(), token_rule.clone())
+        ]
+    );
+    let listed = render(&[
+        "--set=operator.workloadIdentity.enabled=true",
+        "--set=operator.workloadIdentity.namespaces={team-b,team-c}",
+        "--set=operator.workloadIdentity.serviceAccountNames={lro-deployer}",
+    ])
+    .await;
+    let named_rule = json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                             "resourceNames": ["lro-deployer"], "verbs": ["create"]}]);
+    assert_eq!(
+        token_roles(&listed),
+        [
+            ("team-b".to_owned(), named_rule.clone()),
+            ("team-c".to_owned(), named_rule)
+        ]
+    );
+    assert_eq!(
+        names(&listed, "RoleBinding")
+            .iter()
+            .filter(|n| n.ends_with("-workload-identity"))
+            .count(),
+        2
+    );
+
     let named = render(&[
         "--set=webhook.certManager.enabled=true",
         "--set=webhook.certManager.issuerRef.name=corp-ca",
@@ -482,7 +593,15 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     env.kill_operator().await;
     let admin = Identity::admin(&env).await;
     let rendered = admin
-        .helm(&["template", &env.ns, CHART, "-n", &env.ns, "--include-crds"])
+        .helm(&[
+            "template",
+            &env.ns,
+            CHART,
+            "-n",
+            &env.ns,
+            "--include-crds",
+            "--set=operator.workloadIdentity.enabled=true",
+        ])
         .await
         .assert_ok()
         .stdout;
@@ -889,7 +1008,17 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
             &[in_sys],
         ),
         ("delete", lease, &[in_sys]),
-        ("create", "serviceaccounts/token", &[in_sys]),
+        // Workload identity is off unless enabled (see the upgrade below).
+        (
+            "create",
+            "serviceaccounts/default",
+            &["--subresource=token", in_ns],
+        ),
+        (
+            "create",
+            "serviceaccounts/default",
+            &["--subresource=token", in_sys],
+        ),
     ];
     let mut wrong = Vec::new();
     for (expect, checks) in [(true, allowed), (false, denied)] {
@@ -935,6 +1064,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         "--set=webhook.enabled=true",
         "--set=webhook.failurePolicy=Ignore",
         &webhook_selector,
+        "--set=operator.workloadIdentity.enabled=true",
     ];
     let webhook_name = format!("{release}-lro-operator");
     let tls_secret = format!("{release}-lro-operator-webhook-tls");
@@ -1008,6 +1138,21 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         .await
         .assert_ok();
     assert_eq!(replicas.stdout.trim(), "3");
+    // With workload identity on (and watchNamespace): ServiceAccount tokens in the watched and
+    // the release namespaces, nowhere else.
+    for (flags, expect) in [(in_ns, true), (in_sys, true), (elsewhere, false)] {
+        assert_eq!(
+            identity
+                .can_i(
+                    "create",
+                    "serviceaccounts/lro-deployer",
+                    &["--subresource=token", flags]
+                )
+                .await,
+            expect,
+            "create serviceaccounts/lro-deployer/token {flags}"
+        );
+    }
 
     // Leave no cluster-scoped objects behind (the CRDs stay: Helm never deletes them).
     admin

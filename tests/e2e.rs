@@ -449,6 +449,72 @@ async fn invalid_objects_are_rejected() {
         ),
         (
             "OperationProvider",
+            "wi-two-clouds",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "lro",
+                       "google": {"audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q"},
+                       "azure": {"tenantID": "t", "clientID": "c"}}}}),
+            &["spec.auth.workloadIdentity: set exactly one of google, aws or azure"],
+        ),
+        (
+            "OperationProvider",
+            "wi-and-bearer",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "auth": {"bearerToken": {"secretKeyRef": {"name": "s", "key": "k"}},
+                            "workloadIdentity": {"serviceAccountName": "lro",
+                                "azure": {"tenantID": "t", "clientID": "c"}}}}),
+            &[
+                "set exactly one of spec.auth.bearerToken",
+                "workloadIdentity",
+            ],
+        ),
+        (
+            "OperationProvider",
+            "wi-other-namespace",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "kube-system/default",
+                       "azure": {"tenantID": "t", "clientID": "c"}}}}),
+            &[
+                "serviceAccountName must be the name of a ServiceAccount of the provider's namespace",
+            ],
+        ),
+        (
+            "OperationProvider",
+            "wi-role-arn",
+            json!({"baseURL": "https://cloudcontrolapi.us-east-1.amazonaws.com", "protocol": "awsCloudControl",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "lro", "aws": {
+                       "roleArn": "arn:aws:iam::123456789012:user/lro", "region": "us-east-1",
+                       "service": "cloudcontrolapi"}}}}),
+            &["roleArn must be an IAM role ARN, e.g. arn:aws:iam::123456789012:role/lro"],
+        ),
+        (
+            "OperationProvider",
+            "wi-duration",
+            json!({"baseURL": "https://cloudcontrolapi.us-east-1.amazonaws.com", "protocol": "awsCloudControl",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "lro", "aws": {
+                       "roleArn": "arn:aws:iam::123456789012:role/lro", "durationSeconds": 60,
+                       "region": "us-east-1", "service": "cloudcontrolapi"}}}}),
+            &["durationSeconds must be between 900 (15 minutes) and 43200 (12 hours)"],
+        ),
+        (
+            "OperationProvider",
+            "wi-token-url",
+            json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "lro", "google": {
+                       "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+                       "tokenURL": "sts.googleapis.com/v1/token"}}}}),
+            &["google.tokenURL must be an absolute http:// or https:// URL"],
+        ),
+        (
+            "OperationProvider",
+            "wi-tenant",
+            json!({"baseURL": "https://management.azure.com", "protocol": "azure",
+                   "auth": {"workloadIdentity": {"serviceAccountName": "lro", "azure": {
+                       "tenantID": "../common", "clientID": "c"}}}}),
+            &["azure.tenantID must be a tenant id (a GUID) or domain"],
+        ),
+        (
+            "OperationProvider",
             "list-full-url",
             json!({"baseURL": "https://api.example.com/v1", "protocol": "google",
                    "list": {"path": "https://evil.example.com/operations"}}),

@@ -443,6 +443,25 @@ async fn attack_secret_exfiltration(w: &World) {
             "{name}: {out}"
         );
     }
+    // Nor a ServiceAccount whose tokens the tenant may not create (workload identity: the
+    // operator would request its token and exchange it).
+    let identity = json!({"apiVersion": "lro.dev/v1alpha1", "kind": "OperationProvider",
+        "metadata": {"name": "exfil-identity"},
+        "spec": {"baseURL": base, "protocol": "google",
+                 "auth": {"workloadIdentity": {"serviceAccountName": "default", "google": {
+                     "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+                     "tokenURL": format!("{}/google-sts/v1/token", w.env.sim_url())}}}}});
+    let out = w.tenant_apply(&identity).await;
+    assert!(
+        !out.success,
+        "a ServiceAccount the tenant may not use was admitted: {out}"
+    );
+    assert!(
+        out.stderr.contains(
+            "a provider may only use a ServiceAccount whose tokens its author may create"
+        ),
+        "{out}"
+    );
     let tls = json!({"apiVersion": "lro.dev/v1alpha1", "kind": "OperationProvider",
         "metadata": {"name": "exfil-tls"},
         "spec": {"baseURL": base, "protocol": "google",
@@ -1002,6 +1021,19 @@ async fn check_least_privilege(w: &World) {
             "the operator may {verb} {resource} in {ns:?}"
         );
     }
+    // Workload identity is off by default: no ServiceAccount token for the operator.
+    let as_operator = as_operator.as_str();
+    let in_a = format!("--namespace={}", w.team_a);
+    assert!(
+        !w.admin
+            .can_i(
+                "create",
+                "serviceaccounts/default",
+                &[as_operator, "--subresource=token", &in_a]
+            )
+            .await,
+        "the operator may create ServiceAccount tokens by default"
+    );
 }
 
 /// No secret value in any operation's or provider's status, any Event, or the operator's log.

@@ -10,8 +10,9 @@ mod provider;
 mod schema;
 
 pub use auth::{
-    ApiKeyAuth, AuthSpec, AwsSigV4, BasicAuth, CaBundle, ClientCertificate, ConfigMapKeyRef,
-    GoogleServiceAccount, OAuth2ClientCredentials, SecretKeyRef, SecretValue, TlsSpec,
+    ApiKeyAuth, AuthSpec, AwsSigV4, AwsWebIdentity, AzureWorkloadIdentity, BasicAuth, CaBundle,
+    ClientCertificate, ConfigMapKeyRef, GoogleServiceAccount, GoogleWorkloadIdentity,
+    OAuth2ClientCredentials, SecretKeyRef, SecretValue, TlsSpec, WorkloadIdentity,
 };
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use headers::{FORBIDDEN_HEADER_PREFIXES, FORBIDDEN_HEADERS, forbidden_header};

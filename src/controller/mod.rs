@@ -15,6 +15,7 @@ mod provider_status;
 mod reconcile;
 mod requests;
 mod secret_reader;
+mod service_account_tokens;
 mod status;
 mod sweeps;
 #[cfg(test)]

@@ -17,7 +17,8 @@ use crate::api::{ProviderKind, ProviderSpec};
 use crate::protocol::{DialectRef, dialect_for};
 use crate::telemetry::metrics::{Metrics, provider_label};
 use crate::upstream::{
-    AddressPolicy, BuildError, ClientSettings, Credential, ProviderAuth, Upstream, UpstreamError,
+    AddressPolicy, AuthError, BuildError, ClientSettings, Credential, ProviderAuth, Upstream,
+    UpstreamError,
 };
 
 /// A provider, as an operation (or the provider controller) found it.
@@ -271,10 +272,18 @@ impl Registry {
                     };
                     NotReady::new("AddressNotAllowed", format!("{field}: {refused}"))
                 }
-                UpstreamError::Credentials(e) => NotReady::new(
-                    "TokenRequestFailed",
-                    format!("spec.auth.{}: {e}", entry.method.unwrap_or("auth")),
-                ),
+                UpstreamError::Credentials(e) => {
+                    let reason = match e {
+                        AuthError::Exchange(_) => "TokenExchangeFailed",
+                        AuthError::TokenRequest(_)
+                        | AuthError::ServiceAccountToken(_)
+                        | AuthError::Request(_) => "TokenRequestFailed",
+                    };
+                    NotReady::new(
+                        reason,
+                        format!("spec.auth.{}: {e}", entry.method.unwrap_or("auth")),
+                    )
+                }
                 other => NotReady::new("InvalidConfig", format!("{}: {other}", provider.label())),
             })
     }

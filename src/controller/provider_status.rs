@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::reconcile::conditions;
 use crate::telemetry::metrics::provider_label;
+use crate::upstream::Credential;
 
 /// How often a Ready provider is looked at again (its token is refreshed only when due).
 const RECHECK: Duration = Duration::from_secs(300);
@@ -108,9 +109,16 @@ async fn evaluate(
     let (ready, reason, message) = match ctx.providers.refresh(provider).await {
         Ok(entry) => {
             let message = match (entry.method, entry.upstream.authenticator()) {
-                (Some(method), Some(a)) if a.credential().uses_tokens() => {
-                    format!("credentials resolve: spec.auth.{method} obtained an access token")
-                }
+                (Some(method), Some(a)) => match a.credential() {
+                    Credential::WorkloadIdentity(w) => format!(
+                        "credentials resolve: spec.auth.workloadIdentity exchanged a ServiceAccount token for {} credentials",
+                        w.cloud().name()
+                    ),
+                    c if c.uses_tokens() => {
+                        format!("credentials resolve: spec.auth.{method} obtained an access token")
+                    }
+                    _ => format!("credentials resolve (spec.auth.{method})"),
+                },
                 (Some(method), _) => format!("credentials resolve (spec.auth.{method})"),
                 (None, _) => "configured (no spec.auth: requests carry no credentials)".into(),
             };

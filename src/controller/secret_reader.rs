@@ -10,10 +10,14 @@ use reqwest::Url;
 use reqwest::header::HeaderName;
 use secrecy::{SecretBox, SecretString};
 
+use std::sync::Arc;
+
 use super::provider_registry::NotReady;
+use super::service_account_tokens::KubeServiceAccount;
 use super::short;
 use crate::api::{AuthSpec, ProviderSpec, SecretKeyRef};
 use crate::upstream::auth::{GoogleKey, KeyPlacement, OAuth2Client};
+use crate::upstream::identity::{Cloud, WorkloadIdentity};
 use crate::upstream::sigv4::AwsKeys;
 use crate::upstream::{Credential, TlsMaterial};
 
@@ -35,7 +39,7 @@ pub async fn load(
         reader.namespace = Some(namespace.ok_or_else(|| {
             NotReady::new(
                 "OperatorNamespaceUnknown",
-                "a ClusterOperationProvider reads its Secrets from the operator's namespace, which is not known: set POD_NAMESPACE (the Helm chart does) or --operator-namespace",
+                "a ClusterOperationProvider reads its Secrets (and uses its workload identity's ServiceAccount) from the operator's namespace, which is not known: set POD_NAMESPACE (the Helm chart does) or --operator-namespace",
             )
         })?);
     }
@@ -261,7 +265,7 @@ async fn credential(auth: &AuthSpec, reader: &mut Reader<'_>) -> Result<Credenti
     if auth.methods_set() != 1 {
         return Err(NotReady::new(
             "InvalidConfig",
-            "spec.auth: set exactly one of bearerToken, apiKey, basic, oauth2ClientCredentials, googleServiceAccount or awsSigV4",
+            "spec.auth: set exactly one of bearerToken, apiKey, basic, oauth2ClientCredentials, googleServiceAccount, awsSigV4 or workloadIdentity",
         ));
     }
     if let Some(b) = &auth.bearer_token {
@@ -389,6 +393,21 @@ async fn credential(auth: &AuthSpec, reader: &mut Reader<'_>) -> Result<Credenti
             region: a.region.clone(),
             service: a.service.clone(),
         }));
+    }
+    if let Some(w) = &auth.workload_identity {
+        let cloud = Cloud::from_spec(w).map_err(|why| NotReady::new("InvalidConfig", why))?;
+        let name = &w.service_account_name;
+        if name.is_empty() || name.contains('/') {
+            return Err(NotReady::new(
+                "InvalidConfig",
+                "spec.auth.workloadIdentity.serviceAccountName must name a ServiceAccount of the provider's namespace",
+            ));
+        }
+        let source = KubeServiceAccount::new(reader.kube.clone(), reader.namespace(), name);
+        return Ok(Credential::WorkloadIdentity(WorkloadIdentity::new(
+            cloud,
+            Arc::new(source),
+        )));
     }
     Err(NotReady::new("InvalidConfig", "spec.auth: no method set"))
 }

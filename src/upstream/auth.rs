@@ -14,6 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::identity::{Issued, WorkloadIdentity};
 use super::sigv4;
 
 /// Scope of a Google access token when the provider names none.
@@ -24,6 +25,9 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const ASSERTION_LIFETIME: u64 = 3600;
 /// The longest a token is refreshed ahead of its expiry.
 const MAX_REFRESH_AHEAD: Duration = Duration::from_secs(60);
+/// After a workload identity exchange failed, how long the failure is reported again instead of
+/// asking again (the operations of one provider reconcile together).
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
 
 /// The secret material of one provider, ready to be used.
 pub enum Credential {
@@ -49,6 +53,8 @@ pub enum Credential {
     Google(GoogleKey),
     /// AWS SigV4 keys.
     AwsSigV4(sigv4::AwsKeys),
+    /// A Kubernetes ServiceAccount token exchanged for cloud credentials.
+    WorkloadIdentity(WorkloadIdentity),
 }
 
 impl fmt::Debug for Credential {
@@ -67,20 +73,26 @@ impl Credential {
             Credential::OAuth2(_) => "oauth2ClientCredentials",
             Credential::Google(_) => "googleServiceAccount",
             Credential::AwsSigV4(_) => "awsSigV4",
+            Credential::WorkloadIdentity(_) => "workloadIdentity",
         }
     }
 
-    /// Whether requests carry an access token obtained from a token endpoint.
+    /// Whether requests carry credentials obtained from a token endpoint (an access token, or
+    /// temporary AWS keys).
     pub fn uses_tokens(&self) -> bool {
-        matches!(self, Credential::OAuth2(_) | Credential::Google(_))
+        matches!(
+            self,
+            Credential::OAuth2(_) | Credential::Google(_) | Credential::WorkloadIdentity(_)
+        )
     }
 
-    /// The token endpoint, for token-based methods.
-    pub fn token_url(&self) -> Option<&Url> {
+    /// The token endpoints, for token-based methods (every one the address policy must admit).
+    pub fn token_urls(&self) -> Vec<&Url> {
         match self {
-            Credential::OAuth2(c) => Some(&c.token_url),
-            Credential::Google(k) => Some(&k.token_uri),
-            _ => None,
+            Credential::OAuth2(c) => vec![&c.token_url],
+            Credential::Google(k) => vec![&k.token_uri],
+            Credential::WorkloadIdentity(w) => w.cloud().endpoints(),
+            _ => Vec::new(),
         }
     }
 
@@ -97,6 +109,8 @@ impl Credential {
             }
             Credential::Google(k) => vec![k.private_key_pem.expose_secret()],
             Credential::AwsSigV4(k) => k.secrets(),
+            // Its tokens are obtained, not configured: messages are scrubbed where they are.
+            Credential::WorkloadIdentity(_) => Vec::new(),
         }
     }
 }
@@ -216,9 +230,9 @@ impl GoogleKey {
     }
 }
 
-/// An access token and when it stops being used.
+/// An access token (or temporary keys) and when it stops being used.
 struct Token {
-    value: SecretString,
+    value: Issued,
     /// When it is refreshed: shortly before it expires.
     refresh_at: Instant,
     id: u64,
@@ -230,6 +244,12 @@ pub enum AuthError {
     /// The token endpoint did not give a token.
     #[error("{0}")]
     TokenRequest(String),
+    /// No token of the workload identity's ServiceAccount could be obtained (TokenRequest).
+    #[error("{0}")]
+    ServiceAccountToken(String),
+    /// The cloud refused to exchange the ServiceAccount token for credentials.
+    #[error("{0}")]
+    Exchange(String),
     /// The request could not be signed or shaped.
     #[error("{0}")]
     Request(String),
@@ -252,6 +272,8 @@ pub struct Authenticator {
     token_requests: AtomicU64,
     /// Called for every access token obtained (a metric).
     on_token: Option<TokenHook>,
+    /// The last failure of a workload identity exchange, and when (see [`FAILURE_HOLD`]).
+    failure: std::sync::Mutex<Option<(Instant, AuthError)>>,
 }
 
 /// Called for every access token obtained.
@@ -275,6 +297,7 @@ impl Authenticator {
             token: tokio::sync::Mutex::new(None),
             token_requests: AtomicU64::new(0),
             on_token: None,
+            failure: std::sync::Mutex::new(None),
         }
     }
 
@@ -309,11 +332,15 @@ impl Authenticator {
             }
             // The client secret and the private key go to the token endpoint only (and the
             // key not even there); the API gets the access token.
-            Credential::OAuth2(_) | Credential::Google(_) => Vec::new(),
+            // Workload identity: what the exchange gave, below (the ServiceAccount token goes
+            // to the exchange endpoints only).
+            Credential::OAuth2(_) | Credential::Google(_) | Credential::WorkloadIdentity(_) => {
+                Vec::new()
+            }
             Credential::AwsSigV4(keys) => keys.carried(),
         };
         if let Some(token) = self.token.lock().await.as_ref() {
-            values.push(token.value.expose_secret().to_owned());
+            values.extend(token.value.carried());
         }
         let mut forms = Vec::new();
         for value in values.into_iter().filter(|v| v.len() >= 4) {
@@ -373,9 +400,15 @@ impl Authenticator {
                 let value = sensitive(&format!("Basic {encoded}"))?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
-            Credential::OAuth2(_) | Credential::Google(_) => {
-                let (value, id) = self.access_token(tokens).await?;
-                set_bearer(request, value.expose_secret())?;
+            Credential::OAuth2(_) | Credential::Google(_) | Credential::WorkloadIdentity(_) => {
+                let (issued, id) = self.access_token(tokens).await?;
+                match &issued {
+                    Issued::Bearer(value) => set_bearer(request, value.expose_secret())?,
+                    Issued::Aws(keys) => {
+                        sigv4::sign(request, keys, SystemTime::now())
+                            .map_err(AuthError::Request)?;
+                    }
+                }
                 attached.token = Some(id);
             }
             Credential::AwsSigV4(keys) => {
@@ -411,22 +444,63 @@ impl Authenticator {
         Ok(true)
     }
 
-    async fn access_token(
-        &self,
-        tokens: &dyn TokenTransport,
-    ) -> Result<(SecretString, u64), AuthError> {
+    async fn access_token(&self, tokens: &dyn TokenTransport) -> Result<(Issued, u64), AuthError> {
         let mut slot = self.token.lock().await;
         let now = Instant::now();
         if let Some(token) = slot.as_ref().filter(|t| now < t.refresh_at) {
             return Ok((token.value.clone(), token.id));
         }
-        let token = self.request_token(tokens).await?;
+        let held = matches!(self.credential, Credential::WorkloadIdentity(_));
+        if held
+            && let Ok(failure) = self.failure.lock()
+            && let Some((at, error)) = failure.as_ref()
+            && at.elapsed() < FAILURE_HOLD
+        {
+            return Err(error.clone());
+        }
+        let token = match self.request_token(tokens).await {
+            Ok(token) => token,
+            Err(error) => {
+                if held && let Ok(mut failure) = self.failure.lock() {
+                    *failure = Some((Instant::now(), error.clone()));
+                }
+                return Err(error);
+            }
+        };
         let out = (token.value.clone(), token.id);
         *slot = Some(token);
         Ok(out)
     }
 
     async fn request_token(&self, tokens: &dyn TokenTransport) -> Result<Token, AuthError> {
+        let began = Instant::now();
+        let (value, lifetime) = match &self.credential {
+            Credential::WorkloadIdentity(identity) => {
+                self.token_requests.fetch_add(1, Ordering::Relaxed);
+                identity.obtain(tokens).await?
+            }
+            _ => {
+                let (value, lifetime) = self.request_access_token(tokens).await?;
+                (Issued::Bearer(value), lifetime)
+            }
+        };
+        if let Some(hook) = &self.on_token {
+            hook();
+        }
+        let lifetime = lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let ahead = (lifetime / 4).min(MAX_REFRESH_AHEAD);
+        Ok(Token {
+            value,
+            refresh_at: began + lifetime.saturating_sub(ahead),
+            id: TOKEN_IDS.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// An access token of an OAuth 2.0 client or a Google service-account key.
+    async fn request_access_token(
+        &self,
+        tokens: &dyn TokenTransport,
+    ) -> Result<(SecretString, Option<Duration>), AuthError> {
         let (url, form): (&Url, Vec<(&str, String)>) = match &self.credential {
             Credential::OAuth2(c) => {
                 let mut form = vec![
@@ -459,35 +533,82 @@ impl Authenticator {
         };
         self.token_requests.fetch_add(1, Ordering::Relaxed);
         let shown = super::display_url(url);
-        let began = Instant::now();
         let form = form.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let answer = tokens.post_form(url.clone(), form).await.map_err(|e| {
-            AuthError::TokenRequest(self.scrub(&format!("token request to {shown} failed: {e}")))
-        })?;
-        let issued = parse_token_answer(&answer.0, &answer.1).map_err(|why| {
+        let answer = tokens
+            .call(TokenCall::form(url.clone(), form))
+            .await
+            .map_err(|e| {
+                AuthError::TokenRequest(
+                    self.scrub(&format!("token request to {shown} failed: {e}")),
+                )
+            })?;
+        parse_token_answer(&answer.0, &answer.1).map_err(|why| {
             AuthError::TokenRequest(self.scrub(&format!("token endpoint {shown} {why}")))
-        })?;
-        if let Some(hook) = &self.on_token {
-            hook();
-        }
-        let lifetime = issued.1.unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let ahead = (lifetime / 4).min(MAX_REFRESH_AHEAD);
-        Ok(Token {
-            value: issued.0,
-            refresh_at: began + lifetime.saturating_sub(ahead),
-            id: TOKEN_IDS.fetch_add(1, Ordering::Relaxed),
         })
+    }
+}
+
+/// One request to a token endpoint (a POST).
+pub struct TokenCall {
+    /// Where.
+    pub url: Url,
+    /// The body.
+    pub body: TokenBody,
+    /// `Authorization: Bearer` (marked sensitive), if any.
+    pub bearer: Option<SecretString>,
+    /// The `Accept` header.
+    pub accept: &'static str,
+}
+
+/// The body of a [`TokenCall`].
+pub enum TokenBody {
+    /// `application/x-www-form-urlencoded`.
+    Form(Vec<(String, String)>),
+    /// `application/json`.
+    Json(serde_json::Value),
+}
+
+impl TokenCall {
+    /// A form POST accepting JSON.
+    pub fn form(url: Url, form: Vec<(String, String)>) -> Self {
+        TokenCall {
+            url,
+            body: TokenBody::Form(form),
+            bearer: None,
+            accept: "application/json",
+        }
+    }
+
+    /// A JSON POST accepting JSON.
+    pub fn json(url: Url, body: serde_json::Value) -> Self {
+        TokenCall {
+            url,
+            body: TokenBody::Json(body),
+            bearer: None,
+            accept: "application/json",
+        }
+    }
+
+    /// With `Authorization: Bearer <token>`.
+    pub fn with_bearer(mut self, token: SecretString) -> Self {
+        self.bearer = Some(token);
+        self
+    }
+
+    /// With another `Accept` header.
+    pub fn accepting(mut self, accept: &'static str) -> Self {
+        self.accept = accept;
+        self
     }
 }
 
 /// Sends token requests: the provider's HTTP client (a fake in tests).
 pub trait TokenTransport: Send + Sync {
-    /// Posts `form` (URL-encoded) to `url`; returns the status and the (capped) body, or a
-    /// description of the transport failure (without secrets).
-    fn post_form(
+    /// Sends `call`; returns the status and the (capped) body, or a description of the
+    /// transport failure (without secrets).
+    fn call(
         &self,
-        url: Url,
-        form: Vec<(String, String)>,
+        call: TokenCall,
     ) -> futures::future::BoxFuture<'_, Result<(u16, Vec<u8>), String>>;
 }
 
@@ -611,12 +732,15 @@ mod tests {
     }
 
     impl TokenTransport for Fake {
-        fn post_form(
+        fn call(
             &self,
-            url: Url,
-            form: Vec<(String, String)>,
+            call: TokenCall,
         ) -> futures::future::BoxFuture<'_, Result<(u16, Vec<u8>), String>> {
-            self.seen.lock().expect("lock").push((url, form));
+            let form = match call.body {
+                TokenBody::Form(form) => form,
+                TokenBody::Json(body) => vec![("json".into(), body.to_string())],
+            };
+            self.seen.lock().expect("lock").push((call.url, form));
             let next = self.answers.lock().expect("lock").next();
             Box::pin(async move {
                 let (status, body) = next.ok_or("no more answers")?;

@@ -4,6 +4,7 @@
 //! the cap).
 
 pub mod auth;
+pub mod identity;
 pub mod policy;
 pub mod rate_limit;
 pub mod sigv4;
@@ -18,7 +19,7 @@ use futures::future::BoxFuture;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretBox};
 
-pub use auth::{AuthError, Authenticator, Credential, TokenTransport};
+pub use auth::{AuthError, Authenticator, Credential, TokenBody, TokenCall, TokenTransport};
 pub use policy::{AddressPolicy, AddressRefused};
 
 use crate::api::forbidden_header;
@@ -216,8 +217,9 @@ impl Upstream {
     }
 
     /// Checks that the provider can be used: the addresses of `base_url` and of the token
-    /// endpoint pass the policy (re-checked at most once a minute) and, for token-based methods, an access token is at hand
-    /// (requested only when none is fresh).
+    /// endpoints pass the policy (re-checked at most once a minute) and, for token-based
+    /// methods, an access token (or temporary keys) is at hand (requested only when none is
+    /// fresh).
     pub async fn ready(&self, base_url: &Url) -> Result<(), UpstreamError> {
         let fresh = self
             .checked
@@ -226,10 +228,11 @@ impl Upstream {
             .unwrap_or(false);
         if !fresh {
             self.check_address(base_url).await?;
-            let token_url = self
+            let token_urls = self
                 .authenticator()
-                .and_then(|a| a.credential().token_url());
-            if let Some(token_url) = token_url {
+                .map(|a| a.credential().token_urls())
+                .unwrap_or_default();
+            for token_url in token_urls {
                 self.check_address(token_url).await?;
             }
             if let Ok(mut checked) = self.checked.lock() {
@@ -359,23 +362,33 @@ impl Upstream {
 }
 
 impl TokenTransport for Upstream {
-    fn post_form(
-        &self,
-        url: Url,
-        form: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<(u16, Vec<u8>), String>> {
+    fn call(&self, call: TokenCall) -> BoxFuture<'_, Result<(u16, Vec<u8>), String>> {
         Box::pin(async move {
+            let url = call.url;
             let shown = display_url(&url);
             if let Some(host) = url.host() {
                 self.policy
                     .check_host(&host)
                     .map_err(|why| refused(&url, why).to_string())?;
             }
-            let response = self
+            let mut builder = self
                 .token_http
                 .post(url)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .form(&form)
+                .header(reqwest::header::ACCEPT, call.accept);
+            builder = match &call.body {
+                TokenBody::Form(form) => builder.form(form),
+                TokenBody::Json(body) => builder.json(body),
+            };
+            if let Some(token) = &call.bearer {
+                let mut value = reqwest::header::HeaderValue::from_str(&format!(
+                    "Bearer {}",
+                    token.expose_secret()
+                ))
+                .map_err(|_| "the token holds characters a header cannot carry".to_owned())?;
+                value.set_sensitive(true);
+                builder = builder.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let response = builder
                 .send()
                 .await
                 .map_err(|e| transport(&shown, &e).to_string())?;

@@ -8,6 +8,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
 /// An AWS access key (and session token), plus where it is used.
+#[derive(Clone)]
 pub struct AwsKeys {
     /// The access key id.
     pub access_key_id: SecretString,
