@@ -102,6 +102,122 @@ async fn a_listed_provider_observes_its_operations_with_one_request_per_sweep() 
 }
 
 #[tokio::test]
+async fn compute_operations_of_every_scope_are_observed_through_the_aggregated_list() {
+    let env = TestEnv::new("list-compute").await;
+    // The project's aggregated list, running operations only: one that leaves it (DONE) is
+    // read once by itself.
+    env.provider(
+        "listed",
+        "compute",
+        "/compute/v1",
+        json!({"compute": {"requestIdParameter": "requestId"},
+               "list": {"path": "projects/demo/aggregated/operations",
+                        "query": {"filter": "status != DONE"}},
+               "polling": {"initialInterval": "1s", "maxInterval": "10s"}}),
+    )
+    .await;
+    let scopes = [
+        "zones/us-central1-a",
+        "zones/us-central1-b",
+        "regions/us-central1",
+        "global",
+    ];
+    let ops: Vec<(String, f64)> = (0..12)
+        .map(|i| (format!("vm-{i}"), (3 + (i % 4) * 2) as f64))
+        .collect();
+    for (i, (name, seconds)) in ops.iter().enumerate() {
+        start(
+            &env,
+            name,
+            "listed",
+            &format!("projects/demo/{}/instances", scopes[i % scopes.len()]),
+            json!({"name": name, "simulate": {"durationSeconds": seconds}}),
+        )
+        .await;
+    }
+    for (name, _) in &ops {
+        let op = env.wait_phase(name, Phase::Succeeded, WAIT).await;
+        let status = status_of(&op);
+        assert_eq!(status.upstream_state.as_deref(), Some("DONE"));
+        assert!(
+            status
+                .resource_id
+                .as_deref()
+                .is_some_and(|r| r.ends_with(&format!("/instances/{name}"))),
+            "{name}: {:?}",
+            status.resource_id
+        );
+    }
+    let stats = env.sim_stats().await;
+    let (lists, gets) = (stats["lists"].as_u64().unwrap_or(0), gets(&stats));
+    eprintln!("12 compute operations of 3-9 s in 4 scopes: {lists} list pages, {gets} GETs");
+    // One GET per operation (once it left the list), and one page per second while any runs;
+    // per-operation polling at 1 s would have sent over 60 GETs.
+    assert!(gets <= 12 + 2, "{gets} GETs");
+    assert!(lists <= 16, "{lists} list pages");
+    assert!(lists >= 3, "it listed: {stats:#}");
+    let delays = detection_delays(&env, &ops).await;
+    assert_eq!(delays.len(), ops.len(), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= 3.0),
+        "each completion within a sweep and a read: {delays:?}"
+    );
+}
+
+#[tokio::test]
+async fn cloud_control_requests_are_observed_through_list_resource_requests() {
+    let env = TestEnv::new("list-aws").await;
+    env.provider(
+        "listed",
+        "awsCloudControl",
+        "/aws",
+        json!({"list": {"query": {"OperationStatuses": "PENDING,IN_PROGRESS"}},
+               "polling": {"initialInterval": "1s", "maxInterval": "10s"}}),
+    )
+    .await;
+    let ops: Vec<(String, f64)> = (0..12)
+        .map(|i| (format!("log-group-{i}"), (3 + (i % 4) * 2) as f64))
+        .collect();
+    for (name, seconds) in &ops {
+        start(
+            &env,
+            name,
+            "listed",
+            "/",
+            json!({"TypeName": "AWS::Logs::LogGroup",
+                   "DesiredState": {"LogGroupName": name, "RetentionInDays": 7},
+                   "simulate": {"durationSeconds": seconds}}),
+        )
+        .await;
+    }
+    for (name, _) in &ops {
+        let op = env.wait_phase(name, Phase::Succeeded, WAIT).await;
+        let status = status_of(&op);
+        assert_eq!(status.upstream_state.as_deref(), Some("SUCCESS"));
+        let result = status.result.clone().unwrap_or_default();
+        assert_eq!(
+            result["LogGroupName"],
+            json!(name),
+            "{name}: the final read brought the ResourceModel"
+        );
+    }
+    let stats = env.sim_stats().await;
+    let (lists, gets) = (stats["lists"].as_u64().unwrap_or(0), gets(&stats));
+    eprintln!(
+        "12 Cloud Control requests of 3-9 s: {lists} list pages, {gets} GetResourceRequestStatus"
+    );
+    assert!(gets <= 12 + 2, "{gets} GetResourceRequestStatus");
+    assert!(lists <= 16, "{lists} list pages");
+    assert!(lists >= 3, "it listed: {stats:#}");
+    let delays = detection_delays(&env, &ops).await;
+    assert_eq!(delays.len(), ops.len(), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= 3.0),
+        "each completion within a sweep and a read: {delays:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_list_with_final_states_needs_no_read_per_operation() {
     let env = TestEnv::new("list-google").await;
     // No filter: done operations stay in the list, with their response.

@@ -14,6 +14,17 @@
 //!   `errorCode` —, and `StatusMessage`, the scripted message) or `CANCEL_COMPLETE`; served
 //!   with the script's GET faults (`simulate.faults`, see [`crate::faults`]). `EventTime` is
 //!   when the request reached its current status (epoch seconds).
+//! * `ListResourceRequests` (`MaxResults`, `NextToken`, `ResourceRequestStatusFilter`
+//!   `{Operations, OperationStatuses}`): the requests of this surface in creation order, as
+//!   `{"ResourceRequestStatusSummaries": [ProgressEvent…], "NextToken"}` (`NextToken` left out
+//!   on the last page). A summary is the request's `ProgressEvent` without its `ResourceModel`
+//!   (the reference does not promise one). Requests created more than 7 days (of simulator
+//!   time) ago have expired and are not listed. `MaxResults` is 1-100 (default 20) and the
+//!   filter's values must be the API's enum values, else `ValidationException`; a `NextToken`
+//!   that does not match the API's pattern is a `ValidationException` too, and one that is not
+//!   this list's (another filter), or was issued more than 60 s of simulator time ago, is an
+//!   `InvalidRequestException` ("… page token …"). Counted in `/sim/stats` as `lists` (refused
+//!   ones too); not a GET of the requests it lists.
 //! * `CancelResourceRequest` (`RequestToken`): `CANCEL_IN_PROGRESS` for a second, then
 //!   `CANCEL_COMPLETE` (unless the request finishes first); a finished request answers
 //!   `ConcurrentModificationException`.
@@ -44,6 +55,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::faults::{self, admit_start, lose};
+use super::paging::{EXPIRED_TOKEN, Paging};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
 use super::surface::Surface;
@@ -116,6 +128,7 @@ pub async fn dispatch(State(state): State<SimState>, headers: HeaderMap, body: B
         }
         Some("GetResourceRequestStatus") => status(&state, &body).await,
         Some("CancelResourceRequest") => cancel(&state, &body),
+        Some("ListResourceRequests") => list(&state, &body),
         _ => error(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
@@ -373,6 +386,200 @@ async fn status(state: &SimState, body: &[u8]) -> Response {
     }
 }
 
+/// How long Cloud Control keeps a request ("Resource operation requests expire after 7 days").
+const REQUEST_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// `ListResourceRequests`' default `MaxResults`.
+const DEFAULT_MAX_RESULTS: usize = 20;
+/// `ResourceRequestStatusFilter.OperationStatuses` values (`OperationStatus`).
+const OPERATION_STATUSES: [&str; 6] = [
+    "PENDING",
+    "IN_PROGRESS",
+    "SUCCESS",
+    "FAILED",
+    "CANCEL_IN_PROGRESS",
+    "CANCEL_COMPLETE",
+];
+/// `ResourceRequestStatusFilter.Operations` values (`Operation`).
+const OPERATIONS: [&str; 3] = ["CREATE", "DELETE", "UPDATE"];
+
+/// A `1 validation error detected` refusal.
+fn validation(value: &str, member: &str, constraint: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "ValidationException",
+        format!(
+            "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
+        ),
+    )
+}
+
+/// One member of `ResourceRequestStatusFilter`: its values, each one of `allowed`.
+fn filter_values(
+    filter: &Value,
+    member: &str,
+    path: &str,
+    allowed: &[&str],
+) -> Result<Vec<String>, Box<Response>> {
+    let values = match filter.get(member) {
+        None | Some(Value::Null) => return Ok(vec![]),
+        Some(Value::Array(values)) => values,
+        Some(other) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                format!("{member} must be a list, not {other}"),
+            )));
+        }
+    };
+    let strings: Vec<String> = values
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    if strings.iter().any(|v| !allowed.contains(&v.as_str())) {
+        return Err(Box::new(validation(
+            &format!("[{}]", strings.join(", ")),
+            path,
+            &format!(
+                "Member must satisfy constraint: [Member must satisfy enum value set: [{}]]",
+                allowed.join(", ")
+            ),
+        )));
+    }
+    Ok(strings)
+}
+
+/// `ListResourceRequests` (see the module documentation).
+fn list(state: &SimState, body: &[u8]) -> Response {
+    state.store().lists += 1;
+    let input = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(input @ Value::Object(_)) => input,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "SerializationException",
+                    "the body must be a JSON object",
+                );
+            }
+        }
+    };
+    let size = match input.get("MaxResults") {
+        None | Some(Value::Null) => DEFAULT_MAX_RESULTS,
+        Some(n) => match n.as_i64() {
+            Some(n @ 1..=100) => n as usize,
+            Some(n) if n < 1 => {
+                return validation(
+                    &n.to_string(),
+                    "maxResults",
+                    "Member must have value greater than or equal to 1",
+                );
+            }
+            Some(n) => {
+                return validation(
+                    &n.to_string(),
+                    "maxResults",
+                    "Member must have value less than or equal to 100",
+                );
+            }
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "SerializationException",
+                    format!("MaxResults must be an integer, not {n}"),
+                );
+            }
+        },
+    };
+    let filter = input
+        .get("ResourceRequestStatusFilter")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let statuses = match filter_values(
+        &filter,
+        "OperationStatuses",
+        "resourceRequestStatusFilter.operationStatuses",
+        &OPERATION_STATUSES,
+    ) {
+        Ok(values) => values,
+        Err(refusal) => return *refusal,
+    };
+    let operations = match filter_values(
+        &filter,
+        "Operations",
+        "resourceRequestStatusFilter.operations",
+        &OPERATIONS,
+    ) {
+        Ok(values) => values,
+        Err(refusal) => return *refusal,
+    };
+    let token = text(&input, "NextToken");
+    if let Some(token) = token {
+        let shaped = token.len() <= 2048
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '/' | '='));
+        if !shaped {
+            return validation(
+                token,
+                "nextToken",
+                "Member must satisfy regular expression pattern: [-A-Za-z0-9+/=]+",
+            );
+        }
+    }
+    // A token is good for the filter it was issued for only. Cloud Control's tokens match
+    // `[-A-Za-z0-9+/=]+`: the shared URL-safe cursor with `_` written as `/`.
+    let mut sorted = (statuses.clone(), operations.clone());
+    sorted.0.sort();
+    sorted.1.sort();
+    let list_name = format!("aws/requests?{}&{}", sorted.0.join(","), sorted.1.join(","));
+    let now = state.now_ms();
+    let cursor = token.map(|t| t.replace('/', "_"));
+    let paging = match Paging::resume(&list_name, size, cursor.as_deref(), now) {
+        Ok(paging) => paging,
+        Err(message) => {
+            let why = if message == EXPIRED_TOKEN {
+                "The page token has expired; start the list again without NextToken"
+            } else {
+                "The page token is not valid for this request"
+            };
+            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", why);
+        }
+    };
+    let store = state.store();
+    let matching = store
+        .ops()
+        .iter()
+        .enumerate()
+        .skip(paging.start())
+        .filter(|(_, op)| op.spec.get("aws").is_some())
+        .filter(|(_, op)| now.saturating_sub(op.created_at_ms) <= REQUEST_TTL_MS)
+        .map(|(index, op)| {
+            let mut event = event_json(op, now);
+            if let Some(event) = event.as_object_mut() {
+                event.remove("ResourceModel");
+            }
+            (index, event)
+        })
+        .filter(|(_, event)| {
+            let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
+            (statuses.is_empty() || statuses.contains(&field("OperationStatus")))
+                && (operations.is_empty() || operations.contains(&field("Operation")))
+        });
+    let (summaries, next) = paging.page(matching, now);
+    let mut out = Map::new();
+    out.insert("ResourceRequestStatusSummaries".into(), summaries.into());
+    if !next.is_empty() {
+        out.insert("NextToken".into(), next.replace('_', "/").into());
+    }
+    let mut response = Json(Value::Object(out)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    with_request_id(response)
+}
+
 fn cancel(state: &SimState, body: &[u8]) -> Response {
     let now = state.now_ms();
     let mut store = state.store();
@@ -489,9 +696,10 @@ mod contract {
     use serde_json::json;
 
     use super::super::{SimState, router};
-    use lro_operator::api::{OperationHandle, Protocol, StartRequest};
+    use lro_operator::api::{ListSpec, OperationHandle, Protocol, StartRequest};
     use lro_operator::protocol::{
-        CancelOutcome, Observation, PollOutcome, StartOutcome, Started, UpstreamState, dialect,
+        CancelOutcome, HttpAnswer, ListOutcome, Observation, PollOutcome, StartOutcome, Started,
+        UpstreamState, dialect,
     };
     use lro_operator::upstream::Upstream;
 
@@ -827,5 +1035,202 @@ mod contract {
             json!({"__type": "com.amazonaws.cloudcontrol#RequestTokenNotFoundException",
                    "Message": "A resource operation with the specified request token can't be found."})
         );
+    }
+
+    /// Every page of `list` as the dialect reads it: the keys, page by page.
+    async fn sweep(base: &str, list: &ListSpec) -> Vec<Vec<String>> {
+        let d = dialect(Protocol::AwsCloudControl);
+        let mut pages = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = d.list_request(list, token.as_deref()).unwrap();
+            let answer = upstream().send(base, &request).await.unwrap();
+            let ListOutcome::Page(page) = d.read_list(&answer) else {
+                panic!("{}", String::from_utf8_lossy(&answer.body));
+            };
+            pages.push(page.entries.into_iter().map(|(k, _)| k).collect());
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => return pages,
+            }
+        }
+    }
+
+    fn list(statuses: Option<&str>, page_size: u16) -> ListSpec {
+        ListSpec {
+            path: None,
+            query: statuses
+                .map(|s| [("OperationStatuses".to_owned(), s.to_owned())].into())
+                .unwrap_or_default(),
+            page_size: Some(page_size),
+        }
+    }
+
+    #[tokio::test]
+    async fn list_resource_requests_pages_and_filters_by_status() {
+        let (base, state) = serve().await;
+        let mut running = Vec::new();
+        for i in 0..5 {
+            let started = start(&base, 3600.0, &format!("run-{i}")).await;
+            running.push(started.handle.id.unwrap());
+        }
+        let done = start(&base, 0.0, "done").await.handle.id.unwrap();
+        // The running ones, two a page: three pages.
+        let pages = sweep(&base, &list(Some("PENDING,IN_PROGRESS"), 2)).await;
+        assert_eq!(pages.len(), 3, "{pages:?}");
+        assert_eq!(pages.concat(), running);
+        // The finished create: listed without its ResourceModel, so the dialect leaves it out
+        // (it is read by itself, for the model).
+        let pages = sweep(&base, &list(Some("SUCCESS"), 100)).await;
+        assert_eq!(pages.concat(), Vec::<String>::new());
+        let raw: serde_json::Value = call(
+            &base,
+            "ListResourceRequests",
+            json!({"ResourceRequestStatusFilter": {"OperationStatuses": ["SUCCESS"]}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let summaries = raw["ResourceRequestStatusSummaries"].as_array().unwrap();
+        assert_eq!(summaries.len(), 1, "{raw}");
+        assert_eq!(summaries[0]["RequestToken"], done.as_str());
+        assert_eq!(summaries[0]["OperationStatus"], "SUCCESS");
+        assert!(summaries[0].get("ResourceModel").is_none(), "{raw}");
+        assert!(raw.get("NextToken").is_none(), "{raw}");
+        // No filter and no MaxResults: all of them, 20 a page.
+        let raw: serde_json::Value = call(&base, "ListResourceRequests", json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            raw["ResourceRequestStatusSummaries"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
+        // Operations filters too.
+        let raw: serde_json::Value = call(
+            &base,
+            "ListResourceRequests",
+            json!({"ResourceRequestStatusFilter": {"Operations": ["DELETE"]}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(raw["ResourceRequestStatusSummaries"], json!([]));
+        // Requests expire after 7 days: an older one is not listed.
+        {
+            let now = state.now_ms();
+            let mut store = state.store();
+            let old = store.insert(
+                |_| "AWS::Logs::LogGroup/old".into(),
+                json!({"aws": {"typeName": "AWS::Logs::LogGroup", "operation": "CREATE", "identifier": "old"}}),
+                crate::script::Script::default(),
+                None,
+                now - super::REQUEST_TTL_MS - 1000,
+            );
+            assert!(!old.uid.is_empty());
+        }
+        let raw: serde_json::Value = call(&base, "ListResourceRequests", json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            raw["ResourceRequestStatusSummaries"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6,
+            "{raw}"
+        );
+        // (The finished create is left out by the dialect, as above.)
+        let pages = sweep(&base, &list(None, 100)).await;
+        assert_eq!(pages.concat(), running);
+        // Counted as lists, not GETs.
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(stats["lists"], 3 + 1 + 1 + 1 + 1 + 1 + 1);
+        for op in stats["operations"].as_object().unwrap().values() {
+            assert_eq!(op["gets"], 0, "{op}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_list_requests_are_json_1_0_errors() {
+        let (base, state) = serve().await;
+        start(&base, 3600.0, "run").await;
+        let stale = super::super::paging::encode_token(
+            "aws/requests?&",
+            0,
+            state.now_ms() - super::super::paging::TOKEN_TTL_MS - 1,
+        )
+        .replace('_', "/");
+        let other_filter =
+            super::super::paging::encode_token("aws/requests?FAILED&", 0, state.now_ms())
+                .replace('_', "/");
+        for (body, code, message) in [
+            (
+                json!({"MaxResults": 101}),
+                "ValidationException",
+                "Member must have value less than or equal to 100",
+            ),
+            (
+                json!({"MaxResults": 0}),
+                "ValidationException",
+                "greater than or equal to 1",
+            ),
+            (
+                json!({"ResourceRequestStatusFilter": {"OperationStatuses": ["DONE"]}}),
+                "ValidationException",
+                "enum value set",
+            ),
+            (
+                json!({"NextToken": "a_b"}),
+                "ValidationException",
+                "regular expression pattern",
+            ),
+            (
+                json!({"NextToken": stale}),
+                "InvalidRequestException",
+                "expired",
+            ),
+            (
+                json!({"NextToken": other_filter}),
+                "InvalidRequestException",
+                "not valid",
+            ),
+        ] {
+            let raw = call(&base, "ListResourceRequests", body.clone()).await;
+            let answer = HttpAnswer {
+                status: raw.status().as_u16(),
+                headers: vec![],
+                body: raw.bytes().await.unwrap().to_vec(),
+            };
+            let error: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(answer.status, 400, "{body}: {error}");
+            assert!(
+                error["__type"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("#{code}")),
+                "{body}: {error}"
+            );
+            let text = error["message"]
+                .as_str()
+                .or(error["Message"].as_str())
+                .unwrap();
+            assert!(text.contains(message), "{body}: {error}");
+            assert!(
+                matches!(
+                    dialect(Protocol::AwsCloudControl).read_list(&answer),
+                    ListOutcome::Refused(_)
+                ),
+                "{body}"
+            );
+        }
     }
 }

@@ -13,6 +13,26 @@
 //!   (`deployments.insert`, declaring `createPolicy` and `preview`), `DELETE …/deployments/{d}`
 //!   (`deletePolicy`), `GET /deploymentmanager/v2/projects/{p}/global/operations/{op}`; no wait.
 //!
+//! * Lists (`zoneOperations.list`, `regionOperations.list`, `globalOperations.list`,
+//!   `globalOperations.aggregatedList`; Deployment Manager's `operations.list`): `GET
+//!   …/projects/{p}/zones/{z}/operations` (or `regions/{r}`, `global`; Compute also
+//!   `projects/{p}/aggregated/operations`) answers the scope's operations in creation order,
+//!   each as a GET renders it: an `OperationList` `{kind, id, items, nextPageToken, selfLink}`
+//!   (`items` and `nextPageToken` left out when empty); aggregated, an
+//!   `OperationAggregatedList` whose `items` map each scope of the project (`zones/{z}`,
+//!   `regions/{r}`, `global`) to `{operations}`, or to a `NO_RESULTS_ON_PAGE` `warning` when
+//!   none of its operations is on the page; Deployment Manager, `{operations, nextPageToken}`.
+//!   Query parameters: `filter` — empty, or `status = X` / `status != X` with X one of
+//!   `PENDING`, `RUNNING`, `DONE` (spaces optional, X may be quoted); any other filter is
+//!   refused `400` "Invalid value for field 'filter': '…'. Invalid list filter expression."
+//!   (reason `invalid`); `maxResults` — 0 or absent means 500, more than 500 or not a number
+//!   is refused; `pageToken` — an opaque cursor (see [`crate::paging`]) good for the same
+//!   scope and filter for 60 s of simulator time, else refused (`Invalid value for field
+//!   'pageToken'`); `orderBy` — only empty (the simulator does not sort);
+//!   `returnPartialSuccess` (and, aggregated, `includeAllScopes`, `serviceProjectNumber`) are
+//!   accepted and change nothing. Each list request counts in `/sim/stats` as `lists` (refused
+//!   ones too); it is not a GET of the operations it lists.
+//!
 //! Any other query parameter is refused as Google's front ends refuse it (400 "Cannot bind
 //! query parameter"). Links (`selfLink`, `targetLink`, `zone`, `region`) name
 //! `https://www.googleapis.com/compute/v1/…` and `…/deploymentmanager/v2/…` whatever host the
@@ -38,6 +58,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::faults::{self, admit_start, answer_start};
+use super::paging::{EXPIRED_TOKEN, Paging};
 use super::render::{progress_percentage, rfc3339, status_name, unknown_query_parameter};
 use super::script::{Outcome, split_create_body};
 use super::state::{OpRecord, SimState, Store};
@@ -148,6 +169,7 @@ async fn dispatch(
     let query = uri.query().unwrap_or_default();
     match (method, operation) {
         (Method::GET, Some(op)) if !op.contains('/') => get(&state, api, op).await,
+        (Method::GET, None) if list_scope(api, rest).is_some() => list(&state, api, rest, query),
         (Method::POST, Some(op)) if api == Api::Compute && op.ends_with("/wait") => {
             wait(&state, op.trim_end_matches("/wait")).await
         }
@@ -162,6 +184,252 @@ async fn dispatch(
             format!("no method {method} {}", uri.path()),
         ),
     }
+}
+
+/// Which operations a list request is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ListScope {
+    /// One zone, one region or the project's global operations: `projects/p/zones/z`, ….
+    Scope(String),
+    /// Every scope of the project `projects/p` (Compute's `aggregatedList`).
+    Aggregated(String),
+}
+
+/// The scope of a list path (`projects/p/zones/z/operations`, …), if it is one.
+fn list_scope(api: Api, rest: &str) -> Option<ListScope> {
+    let collection = rest.trim_end_matches('/').strip_suffix("/operations")?;
+    let segments: Vec<&str> = collection.split('/').collect();
+    match segments.as_slice() {
+        ["projects", p, "zones" | "regions", s] if !p.is_empty() && !s.is_empty() => {
+            (api == Api::Compute).then(|| ListScope::Scope(collection.to_owned()))
+        }
+        ["projects", p, "global"] if !p.is_empty() => Some(ListScope::Scope(collection.to_owned())),
+        ["projects", p, "aggregated"] if !p.is_empty() && api == Api::Compute => {
+            Some(ListScope::Aggregated(format!("projects/{p}")))
+        }
+        _ => None,
+    }
+}
+
+/// The largest `maxResults` (and its default).
+const MAX_RESULTS: usize = 500;
+/// The status words a list filter may name.
+const STATUSES: [&str; 3] = ["PENDING", "RUNNING", "DONE"];
+
+/// A list filter the simulator understands: `status = X` (`true`) or `status != X` (`false`).
+type StatusFilter = Option<(bool, &'static str)>;
+
+/// Reads `filter`: empty, or `status = X` / `status != X`; `Err` for anything else.
+fn parse_status_filter(filter: &str) -> Result<StatusFilter, ()> {
+    let filter = filter.trim();
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    let (field, equal, value) = if let Some((f, v)) = filter.split_once("!=") {
+        (f, false, v)
+    } else if let Some((f, v)) = filter.split_once('=') {
+        (f, true, v)
+    } else {
+        return Err(());
+    };
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    match (field.trim(), STATUSES.iter().find(|s| **s == value)) {
+        ("status", Some(status)) => Ok(Some((equal, status))),
+        _ => Err(()),
+    }
+}
+
+/// A Compute `400 invalid` refusal of `field`'s value.
+fn invalid_value(field: &str, value: &str, why: &str) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("Invalid value for field '{field}': '{value}'. {why}"),
+    )
+}
+
+/// The status an operation shows at `now_ms`.
+fn status_of(op: &OpRecord, now_ms: u64) -> &'static str {
+    let elapsed = now_ms.min(op.done_at_ms()).saturating_sub(op.created_at_ms);
+    if op.is_done(now_ms) {
+        "DONE"
+    } else if elapsed < op.script.duration_ms() / 10 {
+        "PENDING"
+    } else {
+        "RUNNING"
+    }
+}
+
+/// `GET …/operations` (a list; see the module documentation).
+fn list(state: &SimState, api: Api, rest: &str, query: &str) -> Response {
+    state.store().lists += 1;
+    let Some(scope) = list_scope(api, rest) else {
+        return not_found(rest);
+    };
+    let mut declared = vec![
+        "filter",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+    ];
+    if matches!(scope, ListScope::Aggregated(_)) {
+        declared.extend(["includeAllScopes", "serviceProjectNumber"]);
+    }
+    if let Some(refusal) = unknown_query_parameter(query, &declared) {
+        return refusal;
+    }
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let value = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let filter_text = value("filter");
+    let Ok(filter) = parse_status_filter(filter_text) else {
+        return invalid_value("filter", filter_text, "Invalid list filter expression.");
+    };
+    if !value("orderBy").is_empty() {
+        return invalid_value(
+            "orderBy",
+            value("orderBy"),
+            "The simulator does not sort lists.",
+        );
+    }
+    let size = match value("maxResults") {
+        "" => MAX_RESULTS,
+        raw => match raw.parse::<u32>() {
+            Ok(0) => MAX_RESULTS,
+            Ok(n) if n as usize <= MAX_RESULTS => n as usize,
+            Ok(_) => {
+                return invalid_value(
+                    "maxResults",
+                    raw,
+                    &format!("Must be less than or equal to {MAX_RESULTS}"),
+                );
+            }
+            Err(_) => return invalid_value("maxResults", raw, "Must be a number."),
+        },
+    };
+    // A token is good for the scope and filter it was issued for only (no `:` in list names).
+    let collection = rest.trim_end_matches('/');
+    let list_name = format!(
+        "{}/{collection}?{}",
+        api.tag(),
+        filter.map_or(String::new(), |(equal, status)| format!(
+            "status{}{status}",
+            if equal { "=" } else { "!=" }
+        ))
+    );
+    let now = state.now_ms();
+    let token = value("pageToken");
+    let paging = match Paging::resume(&list_name, size, Some(token), now) {
+        Ok(paging) => paging,
+        Err(message) => {
+            let why = if message == EXPIRED_TOKEN {
+                "The page token has expired."
+            } else {
+                "Invalid page token."
+            };
+            return invalid_value("pageToken", token, why);
+        }
+    };
+    let store = state.store();
+    let in_scope = |op: &OpRecord| {
+        let Some(op_scope) = op.spec["compute"]["scope"].as_str() else {
+            return false;
+        };
+        api_of(op) == api
+            && match &scope {
+                ListScope::Scope(s) => op_scope == s,
+                ListScope::Aggregated(project) => op_scope
+                    .strip_prefix(project.as_str())
+                    .is_some_and(|r| r.starts_with('/')),
+            }
+    };
+    let matching = store
+        .ops()
+        .iter()
+        .enumerate()
+        .skip(paging.start())
+        .filter(|(_, op)| in_scope(op))
+        .filter(|(_, op)| {
+            filter.is_none_or(|(equal, status)| (status_of(op, now) == status) == equal)
+        })
+        .map(|(index, op)| (index, operation_json(op, now)));
+    let (items, next) = paging.page(matching, now);
+    let root = api.link_root();
+    let mut body = Map::new();
+    match &scope {
+        ListScope::Scope(_) if api == Api::DeploymentManager => {
+            if !items.is_empty() {
+                body.insert("operations".into(), items.into());
+            }
+        }
+        ListScope::Scope(_) => {
+            body.insert("kind".into(), "compute#operationList".into());
+            body.insert("id".into(), collection.into());
+            if !items.is_empty() {
+                body.insert("items".into(), items.into());
+            }
+            body.insert("selfLink".into(), format!("{root}/{collection}").into());
+        }
+        ListScope::Aggregated(project) => {
+            // Every scope the project has operations in, with this page's or a warning.
+            let mut scopes: Map<String, Value> = store
+                .ops()
+                .iter()
+                .filter(|op| in_scope(op))
+                .filter_map(|op| op.spec["compute"]["scope"].as_str())
+                .map(|s| {
+                    s.strip_prefix(project.as_str())
+                        .unwrap_or(s)
+                        .trim_start_matches('/')
+                })
+                .map(|key| (key.to_owned(), json!({"operations": []})))
+                .collect();
+            for item in items {
+                let key = item["zone"]
+                    .as_str()
+                    .or(item["region"].as_str())
+                    .and_then(|link| link.strip_prefix(&format!("{root}/{project}/")))
+                    .unwrap_or("global")
+                    .to_owned();
+                if let Some(Value::Array(ops)) = scopes
+                    .entry(key)
+                    .or_insert_with(|| json!({"operations": []}))
+                    .get_mut("operations")
+                {
+                    ops.push(item);
+                }
+            }
+            for (key, scoped) in &mut scopes {
+                if scoped["operations"].as_array().is_some_and(Vec::is_empty) {
+                    *scoped = json!({"warning": {
+                        "code": "NO_RESULTS_ON_PAGE",
+                        "message": format!("There are no results for scope '{key}' on this page."),
+                        "data": [{"key": "scope", "value": key}]
+                    }});
+                }
+            }
+            body.insert("kind".into(), "compute#operationAggregatedList".into());
+            body.insert("id".into(), collection.into());
+            body.insert("items".into(), Value::Object(scopes));
+            body.insert("selfLink".into(), format!("{root}/{collection}").into());
+        }
+    }
+    if !next.is_empty() {
+        body.insert("nextPageToken".into(), next.into());
+    }
+    Json(Value::Object(body)).into_response()
 }
 
 /// The key under which an operation's shown name is an alias of its internal one.
@@ -392,14 +660,7 @@ fn operation_json(op: &OpRecord, now_ms: u64) -> Value {
         "selfLink".into(),
         format!("{root}/{scope}/operations/{name}").into(),
     );
-    let status = if done {
-        "DONE"
-    } else if elapsed < duration / 10 {
-        "PENDING"
-    } else {
-        "RUNNING"
-    };
-    out.insert("status".into(), status.into());
+    out.insert("status".into(), status_of(op, now_ms).into());
     if done {
         out.insert("endTime".into(), rfc3339(op.done_at_ms()).into());
         out.insert("progress".into(), 100.into());
@@ -560,10 +821,10 @@ mod contract {
     use serde_json::json;
 
     use super::super::{SimState, router};
-    use lro_operator::api::{Protocol, ProviderSpec, StartRequest};
+    use lro_operator::api::{ListSpec, Protocol, ProviderSpec, StartRequest};
     use lro_operator::protocol::{
-        Dialect, HttpAnswer, PollOutcome, StartOutcome, Started, UpstreamState, dialect,
-        dialect_for,
+        Dialect, HttpAnswer, ListOutcome, PollOutcome, StartOutcome, Started, UpstreamState,
+        dialect, dialect_for,
     };
     use lro_operator::upstream::Upstream;
 
@@ -694,6 +955,239 @@ mod contract {
             kinds,
             ["Error", "ErrorInfo", "QuotaFailure", "Help", "Warning"]
         );
+    }
+
+    /// Inserts `name` in `scope` (`zones/z`, `regions/r`, `global`) of project `demo`.
+    async fn insert(base: &str, scope: &str, name: &str, seconds: f64) -> Started {
+        let d = dialect(Protocol::Compute);
+        let start: StartRequest = serde_json::from_value(json!({
+            "path": format!("projects/demo/{scope}/instances"),
+            "body": {"name": name, "simulate": {"durationSeconds": seconds}}
+        }))
+        .unwrap();
+        let request = d.start_request(&start, name);
+        let answer = upstream().send(base, &request).await.unwrap();
+        match d.read_start(&request, &answer) {
+            StartOutcome::Started(started) => *started,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every page of `list` as the dialect reads it: the keys, page by page.
+    async fn sweep(base: &str, list: &ListSpec) -> Vec<Vec<String>> {
+        let d = dialect(Protocol::Compute);
+        let mut pages = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = d.list_request(list, token.as_deref()).unwrap();
+            let answer = upstream().send(base, &request).await.unwrap();
+            let ListOutcome::Page(page) = d.read_list(&answer) else {
+                panic!("{}", String::from_utf8_lossy(&answer.body));
+            };
+            pages.push(page.entries.into_iter().map(|(k, _)| k).collect());
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => return pages,
+            }
+        }
+    }
+
+    fn list(path: &str, filter: &str, page_size: u16) -> ListSpec {
+        ListSpec {
+            path: Some(path.into()),
+            query: [("filter".to_owned(), filter.to_owned())].into(),
+            page_size: Some(page_size),
+        }
+    }
+
+    #[tokio::test]
+    async fn zonal_regional_global_and_aggregated_lists_page_and_filter_by_status() {
+        let (root, state) = serve().await;
+        let base = format!("{root}/compute/v1");
+        let d = dialect(Protocol::Compute);
+        let mut running = Vec::new();
+        for (scope, name) in [
+            ("zones/us-central1-a", "a-1"),
+            ("zones/us-central1-a", "a-2"),
+            ("zones/us-central1-a", "a-3"),
+            ("zones/us-central1-b", "b-1"),
+            ("regions/us-central1", "r-1"),
+            ("global", "g-1"),
+        ] {
+            let started = insert(&base, scope, name, 3600.0).await;
+            running.push(d.list_key(&started.handle).unwrap());
+        }
+        let done = insert(&base, "zones/us-central1-a", "a-done", 0.0).await;
+        let done_key = d.list_key(&done.handle).unwrap();
+        // A zone: its running operations, two a page; the done one filtered out.
+        let pages = sweep(
+            &base,
+            &list(
+                "projects/demo/zones/us-central1-a/operations",
+                "status != DONE",
+                2,
+            ),
+        )
+        .await;
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert_eq!(pages.concat(), running[..3]);
+        // Only the done one.
+        let pages = sweep(
+            &base,
+            &list(
+                "projects/demo/zones/us-central1-a/operations",
+                "status = DONE",
+                2,
+            ),
+        )
+        .await;
+        assert_eq!(pages.concat(), std::slice::from_ref(&done_key));
+        // A region, the project's global operations.
+        for (path, want) in [
+            ("projects/demo/regions/us-central1/operations", &running[4]),
+            ("projects/demo/global/operations", &running[5]),
+        ] {
+            let pages = sweep(&base, &list(path, "", 100)).await;
+            assert_eq!(pages.concat(), std::slice::from_ref(want), "{path}");
+        }
+        // Every scope at once, three a page.
+        let pages = sweep(
+            &base,
+            &list("projects/demo/aggregated/operations", "status!=DONE", 3),
+        )
+        .await;
+        let mut keys = pages.concat();
+        keys.sort();
+        let mut want = running.clone();
+        want.sort();
+        assert_eq!(keys, want);
+        // Lists are counted, and are not GETs.
+        let stats = state.store().stats_json(state.now_ms());
+        assert_eq!(stats["lists"], 2 + 1 + 1 + 1 + 2);
+        for op in stats["operations"].as_object().unwrap().values() {
+            assert_eq!(op["gets"], 0, "{op}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_aggregated_page_groups_by_scope_and_warns_of_empty_ones() {
+        let (root, _state) = serve().await;
+        let base = format!("{root}/compute/v1");
+        insert(&base, "zones/us-central1-a", "a-1", 3600.0).await;
+        insert(&base, "regions/us-central1", "r-1", 3600.0).await;
+        let page: serde_json::Value = reqwest::get(format!(
+            "{base}/projects/demo/aggregated/operations?maxResults=1"
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(page["kind"], "compute#operationAggregatedList");
+        assert_eq!(page["id"], "projects/demo/aggregated/operations");
+        assert_eq!(
+            page["items"]["zones/us-central1-a"]["operations"][0]["name"]
+                .as_str()
+                .map(|n| n.starts_with("operation-")),
+            Some(true)
+        );
+        assert_eq!(
+            page["items"]["regions/us-central1"]["warning"]["code"],
+            "NO_RESULTS_ON_PAGE"
+        );
+        assert!(page["nextPageToken"].is_string());
+        let zonal: serde_json::Value = reqwest::get(format!(
+            "{base}/projects/demo/zones/us-central1-b/operations"
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            zonal,
+            json!({"kind": "compute#operationList", "id": "projects/demo/zones/us-central1-b/operations",
+                   "selfLink": "https://www.googleapis.com/compute/v1/projects/demo/zones/us-central1-b/operations"})
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_filters_sizes_tokens_and_parameters_are_refused_as_compute_does() {
+        let (root, state) = serve().await;
+        let base = format!("{root}/compute/v1");
+        insert(&base, "zones/us-central1-a", "a-1", 3600.0).await;
+        let zone = "projects/demo/zones/us-central1-a/operations";
+        let stale = super::super::paging::encode_token(
+            &format!("compute/{zone}?"),
+            0,
+            state.now_ms() - super::super::paging::TOKEN_TTL_MS - 1,
+        );
+        for (query, message) in [
+            (
+                "filter=zone%20%3D%20a",
+                "Invalid value for field 'filter': 'zone = a'. Invalid list filter expression.",
+            ),
+            (
+                "filter=status%20%3D%20STOPPED",
+                "Invalid value for field 'filter': 'status = STOPPED'. Invalid list filter expression.",
+            ),
+            (
+                "maxResults=501",
+                "Invalid value for field 'maxResults': '501'. Must be less than or equal to 500",
+            ),
+            (
+                "pageToken=bogus",
+                "Invalid value for field 'pageToken': 'bogus'. Invalid page token.",
+            ),
+            (&format!("pageToken={stale}"), "The page token has expired."),
+            (
+                "orderBy=creationTimestamp%20desc",
+                "Invalid value for field 'orderBy'",
+            ),
+            ("pageSize=5", "Cannot bind query parameter"),
+        ] {
+            let raw = reqwest::get(format!("{base}/{zone}?{query}"))
+                .await
+                .unwrap();
+            let answer = HttpAnswer {
+                status: raw.status().as_u16(),
+                headers: vec![],
+                body: raw.bytes().await.unwrap().to_vec(),
+            };
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(answer.status, 400, "{query}: {body}");
+            assert!(
+                body["error"]["message"].as_str().unwrap().contains(message),
+                "{query}: {body}"
+            );
+            if query.starts_with("filter") {
+                assert_eq!(body["error"]["errors"][0]["reason"], "invalid", "{body}");
+            }
+            // The dialect: a refusal (a first page's makes the provider poll one by one).
+            assert!(
+                matches!(
+                    dialect(Protocol::Compute).read_list(&answer),
+                    ListOutcome::Refused(_)
+                ),
+                "{query}"
+            );
+        }
+        // A filter of the API's syntax with quotes and without spaces is understood.
+        for filter in ["status=\"RUNNING\"", "status!=DONE", "  status = PENDING "] {
+            let pages = sweep(&base, &list(zone, filter, 10)).await;
+            assert!(pages.len() == 1, "{filter}");
+        }
+        // Deployment Manager lists its global operations as `operations`, and has no zones.
+        let answer = reqwest::get(format!(
+            "{root}/deploymentmanager/v2/projects/demo/global/operations"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer = reqwest::get(format!("{root}/deploymentmanager/v2/{zone}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Paging of list methods in creation order, shared by the surfaces that list (the Google
-//! AIP-151 `ListOperations` and the Redpanda control plane's lists).
+//! AIP-151 `ListOperations`, the Redpanda control plane's lists, Compute's operations lists and
+//! Cloud Control's `ListResourceRequests`).
 //!
 //! A page token is opaque to clients (URL-safe base64 without padding) and holds the list it
 //! belongs to, a cursor — the store index of the first item of the next page — and when it was
@@ -25,7 +26,7 @@ pub const EXPIRED_TOKEN: &str = "invalid page token: the page token has expired"
 
 /// Where a page of a list starts, and how long it is.
 pub struct Paging {
-    list: &'static str,
+    list: String,
     /// The most items a page holds.
     pub size: usize,
     /// The store index the page starts at.
@@ -37,11 +38,7 @@ impl Paging {
     /// query parameters): `page_size` absent, zero or negative means 100, larger values are
     /// capped to 100, anything but an integer is refused as Go's `strconv.ParseInt` refuses
     /// it.
-    pub fn read(
-        params: &[(String, String)],
-        list: &'static str,
-        now_ms: u64,
-    ) -> Result<Paging, String> {
+    pub fn read(params: &[(String, String)], list: &str, now_ms: u64) -> Result<Paging, String> {
         let value = |key: &str| {
             params
                 .iter()
@@ -71,7 +68,7 @@ impl Paging {
     /// `token` says; the error is the refusal's message ([`INVALID_TOKEN`],
     /// [`EXPIRED_TOKEN`]).
     pub fn resume(
-        list: &'static str,
+        list: &str,
         size: usize,
         token: Option<&str>,
         now_ms: u64,
@@ -90,7 +87,11 @@ impl Paging {
                 cursor
             }
         };
-        Ok(Paging { list, size, cursor })
+        Ok(Paging {
+            list: list.to_owned(),
+            size,
+            cursor,
+        })
     }
 
     /// The store index the page starts at: items before it need not be looked at.
@@ -109,7 +110,7 @@ impl Paging {
         let mut next = String::new();
         for (index, item) in items.filter(|(i, _)| *i >= self.cursor) {
             if page.len() == self.size {
-                next = encode_token(self.list, index, now_ms);
+                next = encode_token(&self.list, index, now_ms);
                 break;
             }
             page.push(item);
@@ -123,7 +124,8 @@ pub fn encode_token(list: &str, cursor: usize, now_ms: u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{list}:{cursor}:{now_ms}"))
 }
 
-/// The list, cursor and issue time of a token; `None` if it is not one.
+/// The list, cursor and issue time of a token; `None` if it is not one (a list name holds no
+/// `:`).
 pub fn decode_token(token: &str) -> Option<(String, usize, u64)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)

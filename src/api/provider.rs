@@ -56,8 +56,12 @@ impl Protocol {
     .message("spec.http is required when protocol is http (its CEL expressions read the upstream's answers), and only allowed then"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.google) || self.protocol == 'google'")
     .message("spec.google holds options of the google protocol; remove it or set protocol: google"))]
-#[x_kube(validation = kube::core::Rule::new("!has(self.list) || self.protocol in ['google', 'redpanda']")
-    .message("spec.list: only the google (AIP-151 ListOperations) and redpanda (GET /v1/operations) protocols are observed by listing; azure has no list of operations; remove spec.list"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.list) || self.protocol in ['google', 'redpanda', 'compute', 'awsCloudControl']")
+    .message("spec.list: only the google (AIP-151 ListOperations), redpanda (GET /v1/operations), compute (the zonal, regional, global or aggregated operations list) and awsCloudControl (ListResourceRequests) protocols are observed by listing; azure has no list-operations API, http none that can be expressed, and gke's is not used; remove spec.list"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.list) || self.protocol != 'compute' || (has(self.list.path) && self.list.path.endsWith('/operations'))")
+    .message("spec.list.path is required with protocol compute: the operations collection, e.g. projects/my-project/zones/us-central1-a/operations, projects/my-project/regions/us-central1/operations, projects/my-project/global/operations or projects/my-project/aggregated/operations"))]
+#[x_kube(validation = kube::core::Rule::new(AWS_LIST_RULE)
+    .message("spec.list with protocol awsCloudControl: no list.path (ListResourceRequests is a POST to baseURL), and list.query may only hold OperationStatuses (comma-separated PENDING, IN_PROGRESS, SUCCESS, FAILED, CANCEL_IN_PROGRESS, CANCEL_COMPLETE) and Operations (comma-separated CREATE, UPDATE, DELETE), e.g. OperationStatuses: PENDING,IN_PROGRESS"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSpec {
     /// The API root every request goes to, e.g. `https://example.googleapis.com/v1`. Start paths
@@ -83,7 +87,10 @@ pub struct ProviderSpec {
     /// of up to 100, every `polling.initialInterval` — instead of one request per operation.
     /// An operation missing from the list is read once by itself (it may have finished); a list
     /// the upstream refuses falls back to one request per operation (the `Ready` condition
-    /// says so). `google` and `redpanda` only.
+    /// says so). `google` (AIP-151 `ListOperations`), `redpanda` (`GET /v1/operations`),
+    /// `compute` (a zonal, regional, global or aggregated operations list) and
+    /// `awsCloudControl` (`ListResourceRequests`) only: `azure` has no list-operations API,
+    /// `http` none that can be expressed here, and `gke`'s (`operations.list`) is not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<ListSpec>,
     /// The `http` protocol's CEL expressions; required with `protocol: http`, refused otherwise.
@@ -111,6 +118,14 @@ pub struct ProviderSpec {
     pub rate_limit: Option<RateLimitSpec>,
 }
 
+/// What `spec.list` may say with protocol `awsCloudControl`: no `path`, and a `query` of
+/// `OperationStatuses` and `Operations`, each a comma-separated list of the API's enum values.
+const AWS_LIST_RULE: &str = "!has(self.list) || self.protocol != 'awsCloudControl' || \
+    (!has(self.list.path) && (!has(self.list.query) || \
+    (self.list.query.all(k, k in ['OperationStatuses', 'Operations']) && \
+    (!('OperationStatuses' in self.list.query) || self.list.query['OperationStatuses'].matches('^(PENDING|IN_PROGRESS|SUCCESS|FAILED|CANCEL_IN_PROGRESS|CANCEL_COMPLETE)(,(PENDING|IN_PROGRESS|SUCCESS|FAILED|CANCEL_IN_PROGRESS|CANCEL_COMPLETE))*$')) && \
+    (!('Operations' in self.list.query) || self.list.query['Operations'].matches('^(CREATE|UPDATE|DELETE)(,(CREATE|UPDATE|DELETE))*$')))))";
+
 /// How a provider's operations are listed (`spec.list`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +133,10 @@ pub struct ListSpec {
     /// The operations collection, relative to `baseURL`. Default: `operations` (google, AIP-151
     /// `ListOperations`; services that rebind it name theirs, e.g.
     /// `projects/my-project/locations/us-central1/operations`), `v1/operations` (redpanda).
+    /// Required with compute: `projects/P/zones/Z/operations`, `projects/P/regions/R/operations`,
+    /// `projects/P/global/operations` or `projects/P/aggregated/operations` (every scope of
+    /// the project). Refused with awsCloudControl (`ListResourceRequests` is a POST to
+    /// `baseURL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     #[x_kube(validation = kube::core::Rule::new("!self.contains('://') && !self.startsWith('/') && !self.contains('..')")
@@ -125,14 +144,20 @@ pub struct ListSpec {
     pub path: Option<String>,
     /// Query parameters sent with every page: the API's own filter, e.g. google
     /// `filter: "done = false"` (AIP-160; what a service accepts is its own), redpanda
-    /// `filter.state: STATE_IN_PROGRESS` or `filter.type_in: TYPE_CREATE_CLUSTER`. Leave finished
-    /// operations in the list where that is cheap: their final state then comes with the page.
+    /// `filter.state: STATE_IN_PROGRESS` or `filter.type_in: TYPE_CREATE_CLUSTER`, compute
+    /// `filter: "status != DONE"` (Compute's filter syntax). With awsCloudControl these are
+    /// the `ResourceRequestStatusFilter` of the request body instead, each a comma-separated
+    /// list: `OperationStatuses: PENDING,IN_PROGRESS` and `Operations: CREATE,UPDATE` (no other
+    /// key). Leave finished operations in the list where that is cheap: their final state then
+    /// comes with the page.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['pageSize', 'pageToken', 'page_size', 'page_token']))")
-        .message("list.query may not set the page size or token: use list.pageSize"))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['pageSize', 'pageToken', 'page_size', 'page_token', 'maxResults', 'MaxResults', 'NextToken']))")
+        .message("list.query may not set the page size or token: use list.pageSize (the operator sends pageSize, page_size, maxResults or MaxResults, and the page token, itself)"))]
     pub query: std::collections::BTreeMap<String, String>,
-    /// Operations per page, 1 to 100 (the most both APIs return). Default: 100.
+    /// Operations per page, 1 to 100 (sent as `pageSize`, `page_size`, compute `maxResults`,
+    /// awsCloudControl `MaxResults`). Default: 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     // The API server knows int32 and int64, not schemars' uint16 (kubectl explain warns).

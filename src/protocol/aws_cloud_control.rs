@@ -16,15 +16,26 @@
 //! resource id. There is no progress. Throttling errors (`ThrottlingException`, …, answered with
 //! HTTP 400) are transient, never a refusal; a throttled start was not processed and is resent.
 //! Requests are SigV4-signed when the provider has `auth.awsSigV4`.
+//!
+//! With the provider's `spec.list`, requests are listed with `ListResourceRequests`: `MaxResults`
+//! (the page size), `NextToken`, and a `ResourceRequestStatusFilter` made of `list.query`'s
+//! `OperationStatuses` and `Operations`, each a comma-separated list of the API's enum values
+//! (`OperationStatuses: PENDING,IN_PROGRESS`; the CRD refuses any other key, and a `list.path`).
+//! Each `ResourceRequestStatusSummaries` entry is a `ProgressEvent`, read as a poll's and keyed
+//! by its `RequestToken` (the handle's `id`). A `SUCCESS` entry of a create or update without
+//! its `ResourceModel` (the reference does not promise one in a summary) is left out: its
+//! request is then read once by itself with `GetResourceRequestStatus`, which brings the model
+//! that becomes the result. Requests expire after 7 days, so a request older than that is
+//! absent from the list and read by itself.
 
 use serde_json::{Map, Value, json};
 
 use super::error_details::{bound, detail};
 use super::{
-    Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState,
-    rpc_code_for_http,
+    Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
+    UpstreamState, is_success, listed, page_token_of, rpc_code_for_http,
 };
-use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
+use crate::api::{ErrorDetail, ListSpec, OperationError, OperationHandle, StartRequest};
 
 /// The AWS Cloud Control dialect.
 pub struct AwsCloudControl;
@@ -202,6 +213,87 @@ impl Dialect for AwsCloudControl {
     fn error_text(&self, error: &OperationError) -> String {
         error_text(error)
     }
+
+    /// `ListResourceRequests` (see the module documentation).
+    fn list_request(&self, list: &ListSpec, page_token: Option<&str>) -> Option<RequestSpec> {
+        let mut body = Map::new();
+        body.insert("MaxResults".into(), list.page_size().into());
+        if let Some(token) = page_token {
+            body.insert("NextToken".into(), token.into());
+        }
+        let mut filter = Map::new();
+        for member in LIST_FILTER {
+            let Some(values) = list.query.get(*member) else {
+                continue;
+            };
+            let values: Vec<Value> = values
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Value::String(v.to_owned()))
+                .collect();
+            if !values.is_empty() {
+                filter.insert((*member).to_owned(), Value::Array(values));
+            }
+        }
+        if !filter.is_empty() {
+            body.insert("ResourceRequestStatusFilter".into(), Value::Object(filter));
+        }
+        Some(RequestSpec {
+            method: reqwest::Method::POST,
+            path: String::new(),
+            query: vec![],
+            headers: headers(&format!("{SERVICE}.ListResourceRequests")).to_vec(),
+            body: Some(Value::Object(body)),
+        })
+    }
+
+    /// A request is listed under its `RequestToken`.
+    fn list_key(&self, handle: &OperationHandle) -> Option<String> {
+        token_of(handle).map(str::to_owned)
+    }
+
+    /// `{"ResourceRequestStatusSummaries": [ProgressEvent…], "NextToken"}` (the token absent or
+    /// null on the last page).
+    fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
+        if !is_success(answer.status) {
+            return self.list_failure(answer);
+        }
+        let body = match answer.json() {
+            Ok(body) => body,
+            Err(e) => return ListOutcome::Failed(e.to_string()),
+        };
+        let Some(summaries) = listed(&body, "ResourceRequestStatusSummaries") else {
+            return ListOutcome::Failed(
+                "the answer is not a ListResourceRequests output (no `ResourceRequestStatusSummaries` list)"
+                    .into(),
+            );
+        };
+        let entries = summaries
+            .iter()
+            .filter(|event| event.is_object() && !needs_its_model(event))
+            .filter_map(|event| {
+                let token = event.get("RequestToken")?.as_str()?;
+                (!token.is_empty()).then(|| (token.to_owned(), observe(event)))
+            })
+            .collect();
+        ListOutcome::Page(ListPage {
+            entries,
+            next_page_token: page_token_of(&body, "NextToken"),
+        })
+    }
+}
+
+/// The members of `ResourceRequestStatusFilter`, as `list.query` names them.
+const LIST_FILTER: &[&str] = &["OperationStatuses", "Operations"];
+
+/// A summary of a succeeded create or update without its `ResourceModel`: read by itself, so
+/// that the model becomes the result.
+fn needs_its_model(event: &Value) -> bool {
+    let text = |field: &str| event.get(field).and_then(Value::as_str);
+    text("OperationStatus") == Some("SUCCESS")
+        && text("Operation") != Some("DELETE")
+        && text("ResourceModel").is_none_or(str::is_empty)
 }
 
 /// The JSON 1.0 headers for `target`.
@@ -704,6 +796,107 @@ mod tests {
         assert!(matches!(
             AwsCloudControl.read_poll(&handle(), &answer(200, json!({"ProgressEvent": "x"}))),
             PollOutcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn lists_post_list_resource_requests_with_the_status_filter() {
+        let list = ListSpec {
+            path: None,
+            query: [
+                (
+                    "OperationStatuses".to_owned(),
+                    "PENDING, IN_PROGRESS".to_owned(),
+                ),
+                ("Operations".to_owned(), "CREATE".to_owned()),
+            ]
+            .into(),
+            page_size: Some(50),
+        };
+        let first = AwsCloudControl.list_request(&list, None).unwrap();
+        assert_eq!(first.method, reqwest::Method::POST);
+        assert_eq!(first.path, "");
+        assert!(first.headers.contains(&(
+            "X-Amz-Target".into(),
+            "CloudApiService.ListResourceRequests".into()
+        )));
+        assert!(
+            first
+                .headers
+                .contains(&("Content-Type".into(), CONTENT_TYPE.into()))
+        );
+        assert_eq!(
+            first.body,
+            Some(json!({"MaxResults": 50, "ResourceRequestStatusFilter": {
+                "OperationStatuses": ["PENDING", "IN_PROGRESS"], "Operations": ["CREATE"]}}))
+        );
+        let next = AwsCloudControl
+            .list_request(&ListSpec::default(), Some("tok+/="))
+            .unwrap();
+        assert_eq!(
+            next.body,
+            Some(json!({"MaxResults": 100, "NextToken": "tok+/="}))
+        );
+        assert_eq!(AwsCloudControl.list_key(&handle()).as_deref(), Some(TOKEN));
+    }
+
+    #[test]
+    fn a_list_page_reads_each_summary_and_leaves_out_a_success_without_its_model() {
+        let summary = |token: &str, status: &str, operation: &str| {
+            json!({"TypeName": "AWS::Logs::LogGroup", "Identifier": "lg", "RequestToken": token,
+                   "Operation": operation, "OperationStatus": status, "EventTime": 1.632675644638E9})
+        };
+        let mut with_model = summary("t-4", "SUCCESS", "UPDATE");
+        with_model["ResourceModel"] = json!("{\"LogGroupName\":\"lg\"}");
+        let page = json!({"ResourceRequestStatusSummaries": [
+            summary("t-1", "IN_PROGRESS", "CREATE"),
+            summary("t-2", "SUCCESS", "CREATE"),
+            summary("t-3", "SUCCESS", "DELETE"),
+            with_model,
+            summary("t-5", "FAILED", "CREATE"),
+            {"OperationStatus": "PENDING"}
+        ], "NextToken": "next"});
+        let ListOutcome::Page(page) = AwsCloudControl.read_list(&answer(200, page)) else {
+            panic!("a page");
+        };
+        let keys: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["t-1", "t-3", "t-4", "t-5"]);
+        assert_eq!(
+            page.entries[2].1.result,
+            Some(json!({"LogGroupName": "lg"}))
+        );
+        assert_eq!(page.entries[3].1.state, UpstreamState::Failed);
+        assert_eq!(page.next_page_token.as_deref(), Some("next"));
+        let ListOutcome::Page(last) = AwsCloudControl.read_list(&answer(
+            200,
+            json!({"ResourceRequestStatusSummaries": [], "NextToken": null}),
+        )) else {
+            panic!("a page");
+        };
+        assert_eq!(last, ListPage::default());
+    }
+
+    #[test]
+    fn list_refusals_and_failures() {
+        let invalid = answer(
+            400,
+            json!({"__type": "com.amazon.coral.validate#ValidationException", "message": "The NextToken has expired"}),
+        );
+        assert!(
+            matches!(AwsCloudControl.read_list(&invalid), ListOutcome::Refused(m) if m.contains("ValidationException"))
+        );
+        // Throttling is sent as a 400, and is no refusal.
+        let throttled = answer(
+            400,
+            json!({"__type": "com.amazon.coral.availability#ThrottlingException", "message": "Rate exceeded"}),
+        );
+        assert!(matches!(
+            AwsCloudControl.read_list(&throttled),
+            ListOutcome::Failed(_)
+        ));
+        assert!(matches!(
+            AwsCloudControl.read_list(&answer(200, json!({"ResourceRequestStatusSummaries": 1}))),
+            ListOutcome::Failed(_)
         ));
     }
 

@@ -25,6 +25,18 @@
 //! also answer at once), so completion is seen within one round trip with far fewer requests. A
 //! wait's answer is read like a GET's: it is never taken as done without `status: DONE`.
 //! Compute has no cancel (`DELETE …/operations/{op}` only deletes the record).
+//!
+//! With the provider's `spec.list`, the operations are listed (`zoneOperations.list`,
+//! `regionOperations.list`, `globalOperations.list` or `globalOperations.aggregatedList`):
+//! `GET {list.path}` with `maxResults` (the page size), `pageToken` and the configured `filter`
+//! (Compute's syntax, e.g. `status != DONE`). The answer is an `OperationList` (`items`: the
+//! operations), an `OperationAggregatedList` (`items`: a map from scope — `zones/…`,
+//! `regions/…`, `global` — to `{operations, warning}`; a scope in `unreachables` lists
+//! nothing, and its operations are then read by themselves) or Deployment Manager's
+//! `OperationsListResponse` (`operations`). Each entry is read as a polled operation; its key
+//! is its `selfLink`'s resource path, `projects/P/zones/Z/operations/NAME` (or `regions/R`,
+//! `global`), which is what [`Dialect::list_key`] gives for a handle: unambiguous across
+//! zones, where names alone need not be.
 
 use std::collections::BTreeMap;
 
@@ -32,8 +44,11 @@ use serde_json::{Map, Value};
 
 use super::error_details::{self, bound, detail, google_throttled, text};
 use super::google_links::resource_path;
-use super::{Dialect, HttpAnswer, Observation, ParseError, RequestSpec, Started, UpstreamState};
-use crate::api::{ErrorDetail, OperationError, OperationHandle, StartRequest};
+use super::{
+    Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
+    UpstreamState, is_success, list_page_request, page_token_of,
+};
+use crate::api::{ErrorDetail, ListSpec, OperationError, OperationHandle, StartRequest};
 
 /// The Compute dialect.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -166,6 +181,93 @@ impl Dialect for Compute {
     fn is_throttled(&self, error: &OperationError) -> bool {
         google_throttled(error)
     }
+
+    /// `GET {list.path}?maxResults=…&pageToken=…` with the configured `filter`; `None` without
+    /// a `list.path` (the CRD requires one: Compute has no default collection).
+    fn list_request(&self, list: &ListSpec, page_token: Option<&str>) -> Option<RequestSpec> {
+        let path = list.path.clone()?;
+        Some(list_page_request(
+            path,
+            list,
+            ("maxResults", "pageToken"),
+            page_token,
+        ))
+    }
+
+    /// An operation is listed under its `selfLink`'s resource path (see [`operation_key`]).
+    fn list_key(&self, handle: &OperationHandle) -> Option<String> {
+        operation_key(handle.url.as_ref().or(handle.name.as_ref())?)
+    }
+
+    /// An `OperationList`, an `OperationAggregatedList` or a Deployment Manager
+    /// `OperationsListResponse` (see the module documentation). An entry that is not an
+    /// operation, or has no link to key it by, is left out (its operation is then read by
+    /// itself).
+    fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
+        if !is_success(answer.status) {
+            return self.list_failure(answer);
+        }
+        let body = match answer.json() {
+            Ok(body) if body.is_object() => body,
+            Ok(_) => return ListOutcome::Failed("the answer is not an OperationList".into()),
+            Err(e) => return ListOutcome::Failed(e.to_string()),
+        };
+        let operations: Vec<&Value> = match body.get("items").or_else(|| body.get("operations")) {
+            // Compute omits `items` when a page has none.
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(items)) => items.iter().collect(),
+            // Aggregated: {"zones/z": {"operations": [...]}, "regions/r": {"warning": {...}}}.
+            Some(Value::Object(scopes)) => scopes
+                .values()
+                .filter_map(|scoped| scoped.get("operations").and_then(Value::as_array))
+                .flatten()
+                .collect(),
+            Some(_) => {
+                return ListOutcome::Failed(
+                    "the answer is not an OperationList (`items` is neither a list nor a map of scopes)"
+                        .into(),
+                );
+            }
+        };
+        let entries = operations
+            .into_iter()
+            .filter_map(|op| Some((entry_key(op)?, observe(op).ok()?)))
+            .collect();
+        ListOutcome::Page(ListPage {
+            entries,
+            next_page_token: page_token_of(&body, "nextPageToken"),
+        })
+    }
+}
+
+/// The list key of an operation link (its `selfLink`, or a path relative to `baseURL`): its
+/// resource path, `projects/P/zones/Z/operations/NAME` (`regions/R`, `global`); `None` when it
+/// names no operation in a collection (a bare name, which a list could not tell apart across
+/// zones).
+fn operation_key(link: &str) -> Option<String> {
+    let path = resource_path(link);
+    let path = path.trim_matches('/');
+    let (collection, name) = path.rsplit_once("/operations/")?;
+    (!collection.is_empty() && !name.is_empty() && !name.contains('/')).then(|| path.to_owned())
+}
+
+/// The list key of a listed operation: from its `selfLink`, else from its `zone` or `region`
+/// link and its `name`.
+fn entry_key(op: &Value) -> Option<String> {
+    let text = |field: &str| {
+        op.get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(link) = text("selfLink") {
+        return operation_key(link);
+    }
+    let scope = text("zone").or_else(|| text("region"))?;
+    operation_key(&format!(
+        "{}/operations/{}",
+        scope.trim_end_matches('/'),
+        text("name")?
+    ))
 }
 
 /// Reads a compute operation into an observation.
@@ -834,10 +936,183 @@ mod tests {
         assert!(error.message.contains("was not found"));
     }
 
+    fn list_spec(path: &str, filter: Option<&str>, page_size: Option<u16>) -> ListSpec {
+        ListSpec {
+            path: Some(path.into()),
+            query: filter
+                .map(|f| [("filter".to_owned(), f.to_owned())].into())
+                .unwrap_or_default(),
+            page_size,
+        }
+    }
+
+    #[test]
+    fn lists_get_the_collection_with_max_results_and_the_page_token() {
+        let list = list_spec(
+            "projects/p/zones/us-central1-a/operations",
+            Some("status != DONE"),
+            Some(50),
+        );
+        let first = PLAIN.list_request(&list, None).unwrap();
+        assert_eq!(first.method, reqwest::Method::GET);
+        assert_eq!(first.path, "projects/p/zones/us-central1-a/operations");
+        assert_eq!(
+            first.query,
+            [
+                ("filter".to_owned(), "status != DONE".to_owned()),
+                ("maxResults".to_owned(), "50".to_owned())
+            ]
+        );
+        let next = PLAIN.list_request(&list, Some("tok")).unwrap();
+        assert_eq!(
+            next.query.last(),
+            Some(&("pageToken".to_owned(), "tok".to_owned()))
+        );
+        // Compute has no default collection.
+        assert_eq!(PLAIN.list_request(&ListSpec::default(), None), None);
+    }
+
+    #[test]
+    fn list_keys_are_resource_paths_unambiguous_across_zones() {
+        let by_link = OperationHandle {
+            name: Some("operation-1".into()),
+            url: Some(
+                "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-a/operations/operation-1"
+                    .into(),
+            ),
+            ..OperationHandle::default()
+        };
+        assert_eq!(
+            PLAIN.list_key(&by_link).as_deref(),
+            Some("projects/p/zones/us-central1-a/operations/operation-1")
+        );
+        let by_path = OperationHandle {
+            name: Some("projects/p/zones/us-central1-a/operations/operation-1".into()),
+            ..OperationHandle::default()
+        };
+        assert_eq!(PLAIN.list_key(&by_path), PLAIN.list_key(&by_link));
+        // The same name in another zone is another operation.
+        let other_zone = OperationHandle {
+            name: Some("projects/p/zones/us-central1-b/operations/operation-1".into()),
+            ..OperationHandle::default()
+        };
+        assert_ne!(PLAIN.list_key(&other_zone), PLAIN.list_key(&by_link));
+        // A bare name cannot be told apart in a list: it is polled by itself.
+        let bare = OperationHandle {
+            name: Some("operation-1".into()),
+            ..OperationHandle::default()
+        };
+        assert_eq!(PLAIN.list_key(&bare), None);
+        assert_eq!(PLAIN.list_key(&OperationHandle::default()), None);
+    }
+
+    #[test]
+    fn an_operation_list_page_reads_each_operation_under_its_key() {
+        let mut no_link = operation("PENDING");
+        no_link.as_object_mut().unwrap().remove("selfLink");
+        no_link["name"] = json!("operation-2");
+        let page = json!({
+            "kind": "compute#operationList",
+            "id": "projects/example-project/zones/us-central1-a/operations",
+            "items": [with(operation("RUNNING"), json!({"progress": 40})), no_link, {"status": "RUNNING"}],
+            "nextPageToken": "next",
+            "selfLink": "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a/operations"
+        });
+        let ListOutcome::Page(page) = PLAIN.read_list(&answer(&page)) else {
+            panic!("a page");
+        };
+        let keys: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "projects/example-project/zones/us-central1-a/operations/operation-1555802826515-586fe92d0a605-6166491c-7051043e",
+                "projects/example-project/zones/us-central1-a/operations/operation-2"
+            ]
+        );
+        assert_eq!(page.entries[0].1.progress, Some(40));
+        assert_eq!(page.entries[1].1.state, UpstreamState::Pending);
+        assert_eq!(page.next_page_token.as_deref(), Some("next"));
+        // The last page of an empty list: no `items`, no token.
+        let ListOutcome::Page(empty) =
+            PLAIN.read_list(&answer(&json!({"kind": "compute#operationList"})))
+        else {
+            panic!("a page");
+        };
+        assert_eq!(empty, ListPage::default());
+    }
+
+    #[test]
+    fn an_aggregated_list_reads_every_scope_and_skips_warnings() {
+        let regional = json!({
+            "kind": "compute#operation", "name": "operation-r", "status": "DONE",
+            "region": "https://www.googleapis.com/compute/v1/projects/example-project/regions/us-central1",
+            "selfLink": "https://www.googleapis.com/compute/v1/projects/example-project/regions/us-central1/operations/operation-r"
+        });
+        let page = json!({
+            "kind": "compute#operationAggregatedList",
+            "id": "projects/example-project/aggregated/operations",
+            "items": {
+                "zones/us-central1-a": {"operations": [operation("RUNNING")]},
+                "regions/us-central1": {"operations": [regional]},
+                "zones/europe-west1-b": {"warning": {"code": "NO_RESULTS_ON_PAGE",
+                    "message": "There are no results for scope 'zones/europe-west1-b' on this page.",
+                    "data": [{"key": "scope", "value": "zones/europe-west1-b"}]}}
+            },
+            "unreachables": ["zones/asia-east1-c"]
+        });
+        let ListOutcome::Page(page) = PLAIN.read_list(&answer(&page)) else {
+            panic!("a page");
+        };
+        let mut keys: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "projects/example-project/regions/us-central1/operations/operation-r",
+                "projects/example-project/zones/us-central1-a/operations/operation-1555802826515-586fe92d0a605-6166491c-7051043e"
+            ]
+        );
+        assert_eq!(page.next_page_token, None);
+    }
+
+    #[test]
+    fn list_refusals_and_failures() {
+        let refused = HttpAnswer {
+            status: 400,
+            headers: vec![],
+            body: br#"{"error":{"code":400,"message":"Invalid value for field 'filter': 'zone = a'. Invalid list filter expression.","errors":[{"message":"Invalid value for field 'filter': 'zone = a'. Invalid list filter expression.","domain":"global","reason":"invalid"}]}}"#.to_vec(),
+        };
+        assert!(
+            matches!(PLAIN.read_list(&refused), ListOutcome::Refused(m) if m.contains("Invalid list filter"))
+        );
+        // Throttling is no refusal, even as a 403.
+        let throttled = HttpAnswer {
+            status: 403,
+            headers: vec![],
+            body: br#"{"error":{"code":403,"message":"Rate Limit Exceeded","errors":[{"message":"Rate Limit Exceeded","domain":"usageLimits","reason":"rateLimitExceeded"}]}}"#.to_vec(),
+        };
+        assert!(matches!(
+            PLAIN.read_list(&throttled),
+            ListOutcome::Failed(_)
+        ));
+        for body in [&b"<html>"[..], b"[]", br#"{"items": 3}"#] {
+            let answer = HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: body.to_vec(),
+            };
+            assert!(
+                matches!(PLAIN.read_list(&answer), ListOutcome::Failed(_)),
+                "{body:?}"
+            );
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn parsing_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let answer = HttpAnswer { status: 200, headers: vec![], body };
+            let _ = PLAIN.read_list(&answer);
             let _ = PLAIN.parse_operation(&answer);
             let _ = PLAIN.parse_started(&answer);
             let _ = PLAIN.parse_error(&answer);

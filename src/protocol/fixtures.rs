@@ -187,18 +187,21 @@ fn read(dialect: &dyn Dialect, fixture: &Value, answer: &HttpAnswer) -> Seen {
             ListOutcome::Page(page) => Seen {
                 outcome: "page",
                 page: Some(page),
+                handle: Some(handle),
                 ..Seen::default()
             },
             ListOutcome::Refused(m) => Seen {
                 outcome: "refused",
                 message: Some(m),
                 error: Some(dialect.parse_error(answer)),
+                handle: Some(handle),
                 ..Seen::default()
             },
             ListOutcome::Failed(m) => Seen {
                 outcome: "failed",
                 message: Some(m),
                 error: Some(dialect.parse_error(answer)),
+                handle: Some(handle),
                 ..Seen::default()
             },
         },
@@ -351,10 +354,33 @@ fn check(
             "listRequest" => {
                 let list = fixture_list(expect);
                 let request = dialect.list_request(&list, want["pageToken"].as_str());
+                // `method`, `headers` (each given must be sent) and `body` are checked when given.
                 let got = request.map(|r| {
-                    json!({"path": r.path, "query": r.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()})
+                    let mut got = json!({"path": r.path, "query": r.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()});
+                    if want.get("method").is_some() {
+                        got["method"] = json!(r.method.as_str());
+                    }
+                    if let Some(headers) = want.get("headers").and_then(Value::as_object) {
+                        got["headers"] = headers
+                            .keys()
+                            .map(|name| {
+                                let value = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+                                (name.clone(), json!(value.map(|(_, v)| v)))
+                            })
+                            .collect::<serde_json::Map<_, _>>()
+                            .into();
+                    }
+                    if want.get("body").is_some() {
+                        got["body"] = r.body.unwrap_or(Value::Null);
+                    }
+                    got
                 });
-                let wanted = json!({"path": want["path"], "query": want["query"]});
+                let mut wanted = json!({"path": want["path"], "query": want["query"]});
+                for key in ["method", "headers", "body"] {
+                    if let Some(v) = want.get(key) {
+                        wanted[key] = v.clone();
+                    }
+                }
                 if got.as_ref() != Some(&wanted) {
                     fail(key, &wanted, json!(got));
                 }

@@ -534,11 +534,15 @@ pub trait Dialect: Send + Sync {
     }
 
     /// A list answer that is not a page: refused (it will not work as configured) or failed
-    /// (try again later).
+    /// (try again later; throttling, such as Compute's `403 rateLimitExceeded` or AWS's `400
+    /// ThrottlingException`, is never a refusal).
     fn list_failure(&self, answer: &HttpAnswer) -> ListOutcome {
         let error = self.parse_error(answer);
         let message = describe(answer.status, &self.error_text(&error));
-        if (is_refusal(answer.status) || answer.status == 501) && !self.is_transient(&error) {
+        if (is_refusal(answer.status) || answer.status == 501)
+            && !self.is_transient(&error)
+            && !self.is_throttled(&error)
+        {
             ListOutcome::Refused(message)
         } else {
             ListOutcome::Failed(message)
