@@ -39,7 +39,7 @@ impl Acting<'_> {
     /// Performs `plan`; `None` when the reconcile is over.
     pub async fn perform(&mut self, plan: &Plan) -> Result<Option<Outcome>, ReconcileError> {
         self.notices.extend(plan.notices.iter().cloned());
-        if plan.write_first || matches!(plan.effect, Effect::Done { .. }) {
+        if plan.write_first {
             self.flush(&plan.status).await?;
         }
         Ok(match &plan.effect {

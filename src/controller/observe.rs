@@ -189,7 +189,8 @@ pub fn listed(
     let interval = policy(None, runtime.spec.polling.as_ref(), &ctx.config.defaults)
         .schedule
         .initial;
-    let since = status.started_at.as_ref().map_or(now, |t| t.0);
+    // An adopted operation not yet written has no `startedAt`: since this process met it.
+    let since = status.started_at.as_ref().map_or(last_request, |t| t.0);
     Some(sweeps::cover(
         &ctx.observations,
         &runtime.key,

@@ -89,13 +89,18 @@ async fn reconcile_inner(
             Ok(next) => next,
             Err(e) => {
                 // Keep what was learnt: the retry must not poll or cancel again.
-                keep_or_forget(&ctx, &observed, Keep::Remember { poll_due: None });
+                keep_or_forget(
+                    &ctx,
+                    &observed,
+                    &acting.written,
+                    Keep::Remember { poll_due: None },
+                );
                 return Err(e);
             }
         };
         match (plan.effect, next) {
             (Effect::Done { requeue, keep }, _) => {
-                keep_or_forget(&ctx, &observed, keep);
+                keep_or_forget(&ctx, &observed, &acting.written, keep);
                 return Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue));
             }
             (_, Some(next)) => {
@@ -109,12 +114,24 @@ async fn reconcile_inner(
         }
     }
     acting.flush(&observed.status).await?;
-    keep_or_forget(&ctx, &observed, Keep::Remember { poll_due: None });
+    keep_or_forget(
+        &ctx,
+        &observed,
+        &acting.written,
+        Keep::Remember { poll_due: None },
+    );
     Ok(Requeue::requeue(AGAIN))
 }
 
-/// Remembers what this process learnt of the operation, or forgets it.
-fn keep_or_forget(ctx: &Context, observed: &Observed, keep: Keep) {
+/// Remembers what this process learnt of the operation and the status it last wrote
+/// (`written`: not a status it decided but did not write, as when that write failed or was
+/// deferred, so that the next reconcile writes it), or forgets it.
+fn keep_or_forget(
+    ctx: &Context,
+    observed: &Observed,
+    written: &LongRunningOperationStatus,
+    keep: Keep,
+) {
     let mut map = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
     match keep {
         Keep::Forget => {
@@ -125,7 +142,7 @@ fn keep_or_forget(ctx: &Context, observed: &Observed, keep: Keep) {
                 observed.uid.clone(),
                 Remembered {
                     memory: observed.memory.clone(),
-                    status: Some(observed.status.clone()),
+                    status: Some(written.clone()),
                     poll_due,
                 },
             );

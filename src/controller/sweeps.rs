@@ -129,11 +129,10 @@ fn in_flight(
             && reference.name == resolved.name
             && (resolved.kind == ProviderKind::ClusterOperationProvider
                 || op.namespace() == resolved.namespace);
-        let running = op
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(|p| matches!(p, Phase::Running | Phase::Cancelling));
+        // Running, or adopted and not written yet (its adoption is written with its entry).
+        let phase = op.status.as_ref().and_then(|s| s.phase);
+        let running = matches!(phase, Some(Phase::Running | Phase::Cancelling))
+            || (matches!(phase, None | Some(Phase::Pending)) && op.spec.operation.is_some());
         if !(ours && running) {
             continue;
         }
@@ -168,9 +167,13 @@ async fn sweep(
         return next;
     };
     let dialect = &*entry.dialect;
-    let keys = in_flight(ctx, target, &|op| {
-        let handle = op.status.as_ref()?.operation.as_ref()?;
-        dialect.list_key(handle)
+    let keys = in_flight(ctx, target, &|op| match op
+        .status
+        .as_ref()
+        .and_then(|s| s.operation.as_ref())
+    {
+        Some(handle) => dialect.list_key(handle),
+        None => dialect.list_key(&adopted_handle(op.spec.operation.as_ref()?)),
     });
     if keys.is_empty() {
         return next;
@@ -344,4 +347,14 @@ pub fn shared_key(
     dialect
         .list_key(handle)
         .or_else(|| dialect.poll_request(handle).ok().map(|r| r.path))
+}
+
+/// The handle of an adopted operation, as `decide` records it on adoption.
+fn adopted_handle(reference: &crate::api::OperationRef) -> crate::api::OperationHandle {
+    crate::api::OperationHandle {
+        name: reference.name.clone(),
+        id: reference.id.clone(),
+        url: reference.url.clone(),
+        ..crate::api::OperationHandle::default()
+    }
 }

@@ -34,6 +34,14 @@ impl Seen {
 /// 404 to any other read (nothing else exists), or an echo of the request body; it records what
 /// it was asked.
 fn api_server(object: Value) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
+    api_server_failing(object, 0)
+}
+
+/// [`api_server`], answering the first `status_failures` status writes with a 500.
+fn api_server_failing(
+    object: Value,
+    mut status_failures: usize,
+) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
@@ -44,7 +52,12 @@ fn api_server(object: Value) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let path = parts.uri.path().to_owned();
             let mut code = 200;
-            let answer = if path.contains("/longrunningoperations/") {
+            let answer = if path.ends_with("/status") && status_failures > 0 {
+                status_failures -= 1;
+                code = 500;
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "InternalError", "code": 500, "message": "etcd hiccup"})
+            } else if path.contains("/longrunningoperations/") {
                 object.clone()
             } else if parts.method == http::Method::GET {
                 code = 404;
@@ -328,4 +341,32 @@ async fn a_settled_operation_costs_no_request() {
     // No provider needed either: the base URL is never used.
     let seen = run(op, "http://127.0.0.1:9/v1").await;
     assert!(seen.is_empty(), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_status_write_that_failed_is_written_by_the_next_reconcile() {
+    let (sim, _state) = simulator().await;
+    let created: Value = reqwest::Client::new()
+        .post(format!("{sim}/sim/operations"))
+        .json(&json!({"durationSeconds": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = created["name"].as_str().unwrap().to_owned();
+    let op = operation(json!({"operation": {"name": name}}), json!({}), json!({}));
+    let (client, seen) = api_server_failing(serde_json::to_value(&op).unwrap(), 1);
+    let ctx = context(client, &format!("{sim}/v1"), vec![op.clone()]);
+    let op = Arc::new(op);
+    let first = reconcile::reconcile(Arc::clone(&op), Arc::clone(&ctx)).await;
+    assert!(first.is_err(), "the status write failed: {first:?}");
+    // The cache still holds no status: the retry must write the one that failed, although this
+    // process already knows the operation succeeded.
+    reconcile::reconcile(op, ctx).await.expect("the retry succeeds");
+    let seen = seen.lock().unwrap().clone();
+    let writes: Vec<&Seen> = seen.iter().filter(|s| s.path.ends_with("/status")).collect();
+    assert_eq!(writes.len(), 2, "{seen:#?}");
+    assert_eq!(writes[1].body["status"]["phase"], "Succeeded", "{seen:#?}");
 }

@@ -170,7 +170,8 @@ pub enum Effect {
 pub struct Plan {
     /// The operation's status from now on (sizes capped).
     pub status: LongRunningOperationStatus,
-    /// Write the status (if it changed) before performing the effect.
+    /// Write the status (if it changed) before performing the effect. A `Done` writes it
+    /// unless this is false (an adopted operation its provider's sweeps have not listed yet).
     pub write_first: bool,
     /// What this process remembers from now on.
     pub memory: Memory,
@@ -283,14 +284,21 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
             );
         }
         Outcome::Covered => {
-            return plan(
-                status,
-                memory,
-                Effect::Done {
-                    requeue: Some(observed.policy.schedule.max),
-                    keep: Keep::Remember { poll_due: None },
-                },
-            );
+            // An adopted operation the sweeps have not listed yet has nothing from the upstream
+            // to show: its adoption is written with its first entry (one write per
+            // observation), not before it.
+            let unobserved = observed.spec.start.is_none() && status.upstream_state.is_none();
+            return Plan {
+                write_first: !unobserved,
+                ..plan(
+                    status,
+                    memory,
+                    Effect::Done {
+                        requeue: Some(observed.policy.schedule.max),
+                        keep: Keep::Remember { poll_due: None },
+                    },
+                )
+            };
         }
         Outcome::Busy => {
             memory.request_owed = true;
