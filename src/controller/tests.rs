@@ -364,9 +364,14 @@ async fn a_status_write_that_failed_is_written_by_the_next_reconcile() {
     assert!(first.is_err(), "the status write failed: {first:?}");
     // The cache still holds no status: the retry must write the one that failed, although this
     // process already knows the operation succeeded.
-    reconcile::reconcile(op, ctx).await.expect("the retry succeeds");
+    reconcile::reconcile(op, ctx)
+        .await
+        .expect("the retry succeeds");
     let seen = seen.lock().unwrap().clone();
-    let writes: Vec<&Seen> = seen.iter().filter(|s| s.path.ends_with("/status")).collect();
+    let writes: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/status"))
+        .collect();
     assert_eq!(writes.len(), 2, "{seen:#?}");
     assert_eq!(writes[1].body["status"]["phase"], "Succeeded", "{seen:#?}");
 }
