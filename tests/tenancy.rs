@@ -1013,7 +1013,6 @@ async fn check_least_privilege(w: &World) {
         ("delete", "configmaps", a()),
         ("delete", "longrunningoperations.lro.dev", a()),
         ("create", "pods", a()),
-        ("create", "serviceaccounts/token", a()),
         ("impersonate", "serviceaccounts", a()),
     ] {
         assert!(
