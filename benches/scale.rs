@@ -1145,7 +1145,15 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         ..
     }) = &restart
     {
+        // Every observing request: the GETs and the list pages.
+        let list_times: Vec<u64> = stats["listTimesMs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
         let mut all: Vec<u64> = sent.values().flatten().copied().collect();
+        all.extend(&list_times);
         all.sort_unstable();
         let window = (args.max * 1000.0) as u64;
         let in_range = |from: u64, to: u64| -> Vec<u64> {
@@ -1166,6 +1174,29 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             after.len(),
             busiest(&after, 1000),
         );
+        if args.list != ListMode::Off {
+            // The first sweep after the new start: its pages come back to back (a gap over 1 s
+            // ends it).
+            let mut pages = list_times.iter().copied().filter(|t| t >= started);
+            if let Some(first) = pages.next() {
+                let (mut last, mut count) = (first, 1);
+                for t in pages {
+                    if t.saturating_sub(last) > 1000 {
+                        break;
+                    }
+                    (last, count) = (t, count + 1);
+                }
+                println!(
+                    "restart: the first sweep after the new start: {count} list pages, from {:.2} s \
+                     to {:.2} s after the start ({} operations were running at the kill: at least \
+                     {} pages of 100)",
+                    first.saturating_sub(*started) as f64 / 1000.0,
+                    last.saturating_sub(*started) as f64 / 1000.0,
+                    resume_after.len(),
+                    resume_after.len().div_ceil(100),
+                );
+            }
+        }
         // Two jittered points can be up to (1 + 2 × jitter) max intervals apart.
         let bound = args.max * (1.0 + 2.0 * args.jitter) + ready_after;
         let within = resume_after.iter().filter(|a| **a <= bound).count();

@@ -450,7 +450,8 @@ fn filter_values(
 
 /// `ListResourceRequests` (see the module documentation).
 fn list(state: &SimState, body: &[u8]) -> Response {
-    state.store().lists += 1;
+    let listed_at = state.now_ms();
+    state.store().count_list(listed_at);
     let input = if body.is_empty() {
         json!({})
     } else {

@@ -265,7 +265,8 @@ fn status_of(op: &OpRecord, now_ms: u64) -> &'static str {
 
 /// `GET …/operations` (a list; see the module documentation).
 fn list(state: &SimState, api: Api, rest: &str, query: &str) -> Response {
-    state.store().lists += 1;
+    let listed_at = state.now_ms();
+    state.store().count_list(listed_at);
     let Some(scope) = list_scope(api, rest) else {
         return not_found(rest);
     };

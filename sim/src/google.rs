@@ -109,7 +109,8 @@ fn is_google(op: &OpRecord) -> bool {
 
 /// `GET /v1/operations` (`ListOperations`): see the module documentation.
 fn list(state: &SimState, query: &str) -> Response {
-    state.store().lists += 1;
+    let listed_at = state.now_ms();
+    state.store().count_list(listed_at);
     if let Some(refusal) = unknown_query_parameter(query, &LIST_PARAMETERS) {
         return refusal;
     }

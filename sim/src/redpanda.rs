@@ -791,7 +791,8 @@ fn params(query: &str) -> Vec<(String, String)> {
 /// `GET v1/operations` (`OperationService_ListOperations`).
 fn list_operations(state: &SimState, query: &str) -> Response {
     // Counted in `/sim/stats` (`lists`), refused ones too, as Google's are.
-    state.store().lists += 1;
+    let listed_at = state.now_ms();
+    state.store().count_list(listed_at);
     let now = state.now_ms();
     let params = params(query);
     let mut types = Vec::new();

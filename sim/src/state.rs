@@ -151,14 +151,23 @@ pub(super) struct Store {
     pub creates: u64,
     pub duplicate_creates: u64,
     pub rejected_creates: u64,
-    /// AIP-151 `ListOperations` requests (`GET /v1/operations`), answered or refused.
+    /// List-operations requests of every surface (Google's `ListOperations`, Redpanda's,
+    /// Compute's, Cloud Control's `ListResourceRequests`), answered or refused.
     pub lists: u64,
+    /// When each of them came (ms since the simulator started).
+    list_times_ms: Vec<u64>,
     total_requests: u64,
     next_request_seq: u64,
     requests: VecDeque<RequestEntry>,
 }
 
 impl Store {
+    /// Counts a list request that came at `now_ms`.
+    pub fn count_list(&mut self, now_ms: u64) {
+        self.lists += 1;
+        self.list_times_ms.push(now_ms);
+    }
+
     /// All operations in creation order.
     pub fn ops(&self) -> &[OpRecord] {
         &self.ops
@@ -293,6 +302,7 @@ impl Store {
             "duplicateCreates": self.duplicate_creates,
             "rejectedCreates": self.rejected_creates,
             "lists": self.lists,
+            "listTimesMs": self.list_times_ms,
             "totalRequests": self.total_requests,
             "operations": operations,
             "requests": requests,
