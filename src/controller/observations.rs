@@ -91,7 +91,7 @@ impl Observations {
         &self,
         provider: &str,
         in_flight: &HashSet<String>,
-        listed: HashMap<String, Observation>,
+        mut listed: HashMap<String, Observation>,
         at: Timestamp,
     ) -> Vec<String> {
         let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,11 +100,9 @@ impl Observations {
         let mut news = Vec::new();
         for key in in_flight {
             let entry = (provider.to_owned(), key.clone());
-            let found = match listed.get(key) {
-                Some(observation) => Swept::Listed(Box::new(Seen {
-                    observation: observation.clone(),
-                    at,
-                })),
+            // Moved, not copied: a sweep of thousands holds each entry once.
+            let found = match listed.remove(key) {
+                Some(observation) => Swept::Listed(Box::new(Seen { observation, at })),
                 None => Swept::Absent(at),
             };
             let changed = match (swept.get(&entry), &found) {
