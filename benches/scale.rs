@@ -74,7 +74,8 @@ enum Kind {
     RedpandaAdopt,
     /// Starts one with `spec.start` (`google` protocol, `POST /v1/projects/demo/clusters`).
     GoogleStart,
-    /// Like `GoogleAdopt`, an operation whose progress moves (`progressPercentage` every 10 %).
+    /// Like `GoogleStart` (started, so its 0 % is known), an operation whose progress moves
+    /// (`progressPercentage` every 10 %).
     GoogleProgress,
     /// Starts a Compute Engine insert and long-polls it (`compute` protocol with
     /// `compute.longPoll`: `POST …/operations/…/wait`). Each wait holds a worker: not in the
@@ -679,8 +680,10 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
                     script["surface"] = json!("redpanda");
                 }
                 let (operation, upstream) = match kind {
-                    Kind::GoogleStart | Kind::ComputeLongPoll => (None, None),
-                    Kind::GoogleAdopt | Kind::RedpandaAdopt | Kind::GoogleProgress => {
+                    Kind::GoogleStart | Kind::GoogleProgress | Kind::ComputeLongPoll => {
+                        (None, None)
+                    }
+                    Kind::GoogleAdopt | Kind::RedpandaAdopt => {
                         let op: Value = http
                             .post(format!("{sim}/sim/operations"))
                             .json(&script)
@@ -889,7 +892,7 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
         // done, then the one poll that sees done.
         let elapsed = done_ms.saturating_sub(since) as f64 / 1000.0;
         let ideal = match kind {
-            Kind::GoogleStart => schedule.polls_within(elapsed, seed),
+            Kind::GoogleStart | Kind::GoogleProgress => schedule.polls_within(elapsed, seed),
             _ => schedule.polls_within(elapsed, seed) + 1,
         };
         req_econ.push(gets as f64 / ideal as f64);
