@@ -224,11 +224,8 @@ impl Acting<'_> {
                 let answer = requests::poll(&to, &plan.status).await;
                 // Shared with every object tracking the same handle, at the time this object
                 // learns as its last request's (so that its own answer is not news to it).
-                if let (
-                    Event::Polled(observation),
-                    Some(Fact::Answered { at, .. }),
-                    Some(key),
-                ) = (&answer.0, &answer.1, self.shared_key(provider, plan))
+                if let (Event::Polled(observation), Some(Fact::Answered { at, .. }), Some(key)) =
+                    (&answer.0, &answer.1, self.shared_key(provider, plan))
                 {
                     self.ctx.observations.polled(
                         &provider.key,
