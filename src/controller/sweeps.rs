@@ -47,7 +47,8 @@ struct Target {
     max_interval: Duration,
 }
 
-/// Runs the sweeps until dropped (with the controller, when the Lease is lost or on shutdown).
+/// Runs the sweeps until the controller they wake is gone (on shutdown) or this is dropped (when
+/// the Lease is lost).
 pub async fn run(ctx: Arc<Context>, wake: UnboundedSender<ObjectRef<LongRunningOperation>>) {
     let mut due: HashMap<String, Instant> = HashMap::new();
     let mut sweeping: HashSet<String> = HashSet::new();
@@ -62,6 +63,10 @@ pub async fn run(ctx: Arc<Context>, wake: UnboundedSender<ObjectRef<LongRunningO
                 due.insert(key, next);
                 continue;
             }
+        }
+        // The controller is gone (shut down): so are the sweeps.
+        if wake.is_closed() {
+            return;
         }
         if !ctx.leadership.is_valid() {
             continue;
