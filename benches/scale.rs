@@ -871,6 +871,17 @@ async fn bench(args: &Args, root: &Path) -> Result<(), Error> {
             continue;
         };
         let (Some(since), Some(seen)) = (track.running_since_ms, track.ready_seen_ms) else {
+            if missing < 5 {
+                log(&format!(
+                    "not measured: {name}: Running seen {}, Ready seen {}, {} writes, \
+                     observations {:?}, done at {done_ms}, created at {:?}",
+                    track.running_since_ms.is_some(),
+                    track.ready_seen_ms.is_some(),
+                    track.writes,
+                    track.observations,
+                    op["createdAtMs"].as_u64(),
+                ));
+            }
             missing += 1;
             continue;
         };

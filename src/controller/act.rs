@@ -79,12 +79,7 @@ impl Acting<'_> {
                 }),
             )
         };
-        match listed(
-            self.ctx,
-            provider,
-            &plan.status,
-            plan.memory.last_request_at,
-        ) {
+        match listed(self.ctx, provider, &plan.status, &plan.memory) {
             Some(Cover::News(seen)) => return Some(news(*seen)),
             Some(Cover::Covered) => return Some(Outcome::Covered),
             _ => {}

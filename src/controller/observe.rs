@@ -138,12 +138,7 @@ pub async fn observe(
 
     // A listed provider: what its sweeps said since this operation's last request.
     if let Some(runtime) = &observation.provider {
-        match listed(
-            ctx,
-            runtime,
-            &observed.status,
-            observed.memory.last_request_at,
-        ) {
+        match listed(ctx, runtime, &observed.status, &observed.memory) {
             Some(Cover::News(seen)) => {
                 observation.news = Some(Outcome::Upstream(
                     Box::new(Event::Polled(seen.observation.clone())),
@@ -171,14 +166,14 @@ pub async fn observe(
     Ok(observation)
 }
 
-/// How the list sweeps of `runtime`'s provider cover the operation with `status`, whose last
-/// request was at `last_request`, when the provider lists (`spec.list`) and the operation runs
-/// with a handle it lists.
+/// How the list sweeps of `runtime`'s provider cover the operation with `status` and this
+/// process's `memory` of it, when the provider lists (`spec.list`) and the operation runs with a
+/// handle it lists.
 pub fn listed(
     ctx: &Context,
     runtime: &ProviderRuntime,
     status: &LongRunningOperationStatus,
-    last_request: jiff::Timestamp,
+    memory: &crate::reconcile::Memory,
 ) -> Option<Cover> {
     runtime.spec.list.as_ref()?;
     if !matches!(status.phase, Some(Phase::Running | Phase::Cancelling)) {
@@ -190,13 +185,16 @@ pub fn listed(
         .schedule
         .initial;
     // An adopted operation not yet written has no `startedAt`: since this process met it.
-    let since = status.started_at.as_ref().map_or(last_request, |t| t.0);
+    let since = status
+        .started_at
+        .as_ref()
+        .map_or(memory.last_request_at, |t| t.0);
     Some(sweeps::cover(
         &ctx.observations,
         &runtime.key,
         &key,
         interval,
-        last_request,
+        memory.answered_at,
         since,
         now,
     ))

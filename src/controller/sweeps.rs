@@ -318,24 +318,26 @@ pub enum Cover {
     OnItsOwn,
 }
 
-/// How the sweeps of `provider` cover the operation with list key `key`, whose last request
-/// (or applied entry) was at `last`, started or adopted at `since`.
+/// How the sweeps of `provider` cover the operation with list key `key`, whose last answer this
+/// process applied came at `answered` (`None`: none yet, so any entry is news to it), started
+/// or adopted at `since`.
 pub fn cover(
     observations: &Observations,
     provider: &str,
     key: &str,
     interval: Duration,
-    last: jiff::Timestamp,
+    answered: Option<jiff::Timestamp>,
     since: jiff::Timestamp,
     now: jiff::Timestamp,
 ) -> Cover {
     if !observations.covered(provider, interval, Instant::now()) {
         return Cover::OnItsOwn;
     }
+    let newer = |at: jiff::Timestamp| answered.is_none_or(|answered| at > answered);
     match observations.swept_of(provider, key) {
-        Some(Swept::Listed(seen)) if seen.at > last => Cover::News(seen),
+        Some(Swept::Listed(seen)) if newer(seen.at) => Cover::News(seen),
         Some(Swept::Listed(_)) => Cover::Covered,
-        Some(Swept::Absent(at)) if at > last => Cover::ReadNow,
+        Some(Swept::Absent(at)) if newer(at) => Cover::ReadNow,
         Some(Swept::Absent(_)) => Cover::OnItsOwn,
         // Not swept yet (just started): the next sweep will have it, unless that takes long.
         None if now.duration_since(since).unsigned_abs() > interval * 3 => Cover::OnItsOwn,
@@ -361,5 +363,52 @@ fn adopted_handle(reference: &crate::api::OperationRef) -> crate::api::Operation
         id: reference.id.clone(),
         url: reference.url.clone(),
         ..crate::api::OperationHandle::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Observation, UpstreamState};
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn what_a_sweep_means_for_an_operation_depends_on_what_it_already_applied() {
+        let o = Observations::default();
+        let in_flight: HashSet<String> = ["a", "b"].map(String::from).into();
+        let running = Observation {
+            state: UpstreamState::Running,
+            ..Observation::default()
+        };
+        o.swept(
+            "p",
+            &in_flight,
+            HashMap::from([("a".to_owned(), running)]),
+            t(10),
+        );
+        o.sweep("p", |s| s.completed_at = Some(Instant::now()));
+        let interval = Duration::from_secs(5);
+        let cover = |key: &str, answered: Option<i64>, since: i64| {
+            cover(&o, "p", key, interval, answered.map(t), t(since), t(20))
+        };
+        // Listed: news unless this process applied an answer since the sweep; an operation it
+        // never answered for (just adopted, or met after a restart) takes the entry whatever
+        // its time.
+        assert!(matches!(cover("a", None, 20), Cover::News(_)));
+        assert!(matches!(cover("a", Some(5), 20), Cover::News(_)));
+        assert_eq!(cover("a", Some(10), 20), Cover::Covered);
+        // Absent: read once by itself, then on its own schedule.
+        assert_eq!(cover("b", None, 20), Cover::ReadNow);
+        assert_eq!(cover("b", Some(5), 20), Cover::ReadNow);
+        assert_eq!(cover("b", Some(12), 20), Cover::OnItsOwn);
+        // Not swept yet: the next sweep will have it, unless three intervals pass.
+        assert_eq!(cover("c", None, 18), Cover::Covered);
+        assert_eq!(cover("c", None, 0), Cover::OnItsOwn);
+        // A list the upstream refuses covers nothing.
+        o.sweep("p", |s| s.refused = Some("403".into()));
+        assert_eq!(cover("a", None, 20), Cover::OnItsOwn);
     }
 }

@@ -37,6 +37,10 @@ pub struct Memory {
     /// the poll schedule at the end it predicts, and a stall (the time stays) spends that aim
     /// once. Lost on a restart: the schedule keeps to its backoff until the next answer.
     pub progress_seen: Option<(Timestamp, i32)>,
+    /// When this process last applied an answer (a poll's, a list entry's); `None` until the
+    /// first, so that a sweep's entry found before this process met the operation (or before a
+    /// restart) is still news to it.
+    pub answered_at: Option<Timestamp>,
 }
 
 impl Memory {
@@ -54,6 +58,7 @@ impl Memory {
             request_owed: false,
             rate_turn: None,
             progress_seen: None,
+            answered_at: None,
         }
     }
 
@@ -73,6 +78,7 @@ impl Memory {
     pub fn record_success(&mut self, now: Timestamp, retry_after: Option<Duration>) {
         self.request_owed = false;
         self.last_request_at = now;
+        self.answered_at = Some(now);
         self.not_before = retry_after.map(|d| add(now, d));
         self.failures = 0;
         self.failing_since = None;
