@@ -445,6 +445,7 @@ fn the_highest_progress_an_answer_reports_is_remembered_from_when_it_was_first_s
         )
     };
     let o = running();
+    // The first answer of this process: seen when it came.
     let (o, plan) = after(o, &poll(Some(40)), 10.0);
     assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
     // The same progress later, none, or less: seen since the first time.
@@ -453,6 +454,8 @@ fn the_highest_progress_an_answer_reports_is_remembered_from_when_it_was_first_s
     let (o, plan) = after(o, &poll(None), 30.0);
     assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
     let (o, _) = after(o, &poll(Some(30)), 40.0);
-    let (_, plan) = after(o, &poll(Some(55)), 50.0);
-    assert_eq!(plan.memory.progress_seen, Some((t(50.0), 55)));
+    // A new highest value was reached between the answer before (at 1 s: the `Fact`'s time in
+    // these outcomes) and this one: half-way.
+    let (_, plan) = after(o, &poll(Some(55)), 51.0);
+    assert_eq!(plan.memory.progress_seen, Some((t(26.0), 55)));
 }
