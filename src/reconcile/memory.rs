@@ -33,9 +33,10 @@ pub struct Memory {
     /// The turn this operation holds under its provider's rate limit: its next request goes
     /// then (see `upstream::rate_limit`).
     pub rate_turn: Option<std::time::Instant>,
-    /// The highest progress an answer reported, and when this process first saw it: it aims
-    /// the poll schedule at the end it predicts, and a stall (the time stays) spends that aim
-    /// once. Lost on a restart: the schedule keeps to its backoff until the next answer.
+    /// The highest progress an answer reported, and when it was reached (`step`: half-way
+    /// between the answer that first showed it and the one before): it aims the poll schedule
+    /// at the end it predicts, and a stall (the time stays) spends that aim once. Lost on a
+    /// restart: the schedule keeps to its backoff until the next answer.
     pub progress_seen: Option<(Timestamp, i32)>,
     /// When this process last applied an answer (a poll's, a list entry's); `None` until the
     /// first, so that a sweep's entry found before this process met the operation (or before a

@@ -197,8 +197,8 @@ pub struct Progress {
     pub zero_at: f64,
     /// The highest progress the upstream reported, in percent.
     pub percent: f64,
-    /// When that progress was first seen. It stays while the progress does not move, so the
-    /// estimate of a stalled operation stays too, and passes.
+    /// When that progress was reached, as far as the answers tell. It stays while the progress
+    /// does not move, so the estimate of a stalled operation stays too, and passes.
     pub seen_at: f64,
 }
 
