@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 use super::error_details::{bound, detail};
 use super::{
     Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
-    UpstreamState, is_success, listed, page_token_of, rpc_code_for_http,
+    UpstreamState, list_body, listed, page_token_of, rpc_code_for_http,
 };
 use crate::api::{ErrorDetail, ListSpec, OperationError, OperationHandle, StartRequest};
 
@@ -256,12 +256,9 @@ impl Dialect for AwsCloudControl {
     /// `{"ResourceRequestStatusSummaries": [ProgressEvent…], "NextToken"}` (the token absent or
     /// null on the last page).
     fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
-        if !is_success(answer.status) {
-            return self.list_failure(answer);
-        }
-        let body = match answer.json() {
+        let body = match list_body(self, answer) {
             Ok(body) => body,
-            Err(e) => return ListOutcome::Failed(e.to_string()),
+            Err(outcome) => return outcome,
         };
         let Some(summaries) = listed(&body, "ResourceRequestStatusSummaries") else {
             return ListOutcome::Failed(

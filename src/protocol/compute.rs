@@ -46,7 +46,7 @@ use super::error_details::{self, bound, detail, google_throttled, text};
 use super::google_links::resource_path;
 use super::{
     Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
-    UpstreamState, is_success, list_page_request, page_token_of,
+    UpstreamState, list_body, list_page_request, page_token_of,
 };
 use crate::api::{ErrorDetail, ListSpec, OperationError, OperationHandle, StartRequest};
 
@@ -204,13 +204,10 @@ impl Dialect for Compute {
     /// operation, or has no link to key it by, is left out (its operation is then read by
     /// itself).
     fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
-        if !is_success(answer.status) {
-            return self.list_failure(answer);
-        }
-        let body = match answer.json() {
+        let body = match list_body(self, answer) {
             Ok(body) if body.is_object() => body,
             Ok(_) => return ListOutcome::Failed("the answer is not an OperationList".into()),
-            Err(e) => return ListOutcome::Failed(e.to_string()),
+            Err(outcome) => return outcome,
         };
         let operations: Vec<&Value> = match body.get("items").or_else(|| body.get("operations")) {
             // Compute omits `items` when a page has none.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::error_details::{envelope_error, google_throttled, status_error};
 use super::{
     Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, RequestSpec, Started,
-    UpstreamState, is_success, list_page_request, listed, page_token_of,
+    UpstreamState, list_body, list_page_request, listed, page_token_of,
 };
 use crate::api::{ListSpec, OperationError, OperationHandle, StartRequest};
 
@@ -132,12 +132,9 @@ impl Dialect for Google {
     /// last page). An entry that is not an Operation is left out (its operation is then read
     /// by itself).
     fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
-        if !is_success(answer.status) {
-            return self.list_failure(answer);
-        }
-        let body = match answer.json() {
+        let body = match list_body(self, answer) {
             Ok(body) => body,
-            Err(e) => return ListOutcome::Failed(e.to_string()),
+            Err(outcome) => return outcome,
         };
         let Some(operations) = listed(&body, "operations") else {
             return ListOutcome::Failed(

@@ -583,6 +583,20 @@ pub fn list_page_request(
     request
 }
 
+/// The JSON body of a list answer, or the outcome when there is none to read: a refusal or a
+/// failure as [`Dialect::list_failure`] tells, or an unreadable body.
+pub fn list_body<D: Dialect + ?Sized>(
+    dialect: &D,
+    answer: &HttpAnswer,
+) -> Result<Value, ListOutcome> {
+    if !is_success(answer.status) {
+        return Err(dialect.list_failure(answer));
+    }
+    answer
+        .json()
+        .map_err(|e| ListOutcome::Failed(e.to_string()))
+}
+
 /// The `field` array of a list answer (an absent one is an empty page, as proto3 JSON omits
 /// empty repeated fields).
 pub fn listed<'a>(body: &'a Value, field: &str) -> Option<&'a [Value]> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error_details::rpc_details;
 use super::{
     Dialect, HttpAnswer, ListOutcome, ListPage, Observation, ParseError, Recovery, RequestSpec,
-    Started, UpstreamState, describe, is_refusal, is_success, list_page_request, listed,
+    Started, UpstreamState, describe, is_refusal, is_success, list_body, list_page_request, listed,
     page_token_of, rpc_code_for_http, rpc_code_name,
 };
 use crate::api::{ListSpec, OperationError, OperationHandle, StartRequest};
@@ -67,12 +67,9 @@ impl Dialect for Redpanda {
 
     /// `ListOperationsResponse {operations, next_page_token}` (empty on the last page).
     fn read_list(&self, answer: &HttpAnswer) -> ListOutcome {
-        if !is_success(answer.status) {
-            return self.list_failure(answer);
-        }
-        let body = match answer.json() {
+        let body = match list_body(self, answer) {
             Ok(body) => body,
-            Err(e) => return ListOutcome::Failed(e.to_string()),
+            Err(outcome) => return outcome,
         };
         let Some(operations) = listed(&body, "operations") else {
             return ListOutcome::Failed(
