@@ -389,12 +389,24 @@ async fn oauth2_tokens_are_refreshed_before_expiry_and_once_after_a_401() {
         json!({"oauthClients": clients, "tokenTtlSeconds": 600}),
     )
     .await;
-    operation(&env, "revoked", json!({"name": "oauth"}), 6.0).await;
+    operation(&env, "revoked", json!({"name": "oauth"}), 12.0).await;
     env.wait_phase("revoked", Phase::Running, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = auth_stats(&root).await["tokenRequests"]["c1"]
-        .as_u64()
-        .unwrap_or(0);
+    // A two-second token still held is replaced at the first request after 1.5 s of its life:
+    // the long-lived one is in use once no token was requested for 2.5 s.
+    let token_requests = async || {
+        auth_stats(&root).await["tokenRequests"]["c1"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut before = token_requests().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = token_requests().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     sim_post(&root, "/sim/auth/revoke", json!({})).await;
     let op = env.wait_phase("revoked", Phase::Succeeded, WAIT).await;
     let stats = auth_stats(&root).await;
