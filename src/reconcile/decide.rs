@@ -742,11 +742,11 @@ impl Decider<'_> {
     }
 
     /// When the next poll is due: `Retry-After` first, else the schedule's next poll after the
-    /// last request — the backoff's next point counted from `lastChangeAt`, or earlier, one poll
-    /// aimed just after the end the progress predicts ([`Schedule::next_after_aimed`]). The
-    /// backoff derives from the status, so a restart (which forgets the last request) resumes
-    /// it at its next point, without a stampede; the aim needs to know since when the progress
-    /// stands, which a restart forgets too: it comes back with the first answer.
+    /// last request — the backoff's next point counted from `lastChangeAt`, or earlier, a poll
+    /// aimed by the progress ([`Schedule::next_after_aimed`]). The backoff derives from the
+    /// status, so a restart (which forgets the last request) resumes it at its next point,
+    /// without a stampede; the aim needs the progress rate the answers told, which a restart
+    /// forgets too: it comes back with the first answer.
     fn next_poll_at(&self) -> Timestamp {
         let memory = self.input.memory;
         if let Some(not_before) = memory.not_before {
@@ -785,8 +785,9 @@ impl Decider<'_> {
     /// The progress that may aim the schedule, with times in seconds since `since` (the last
     /// change): that of a `Running` operation the operator started (its 0 % is known: at
     /// `startedAt`; an adopted one's progress at adoption is not kept), answering its polls (a
-    /// failing upstream gets the backoff), whose highest progress this process saw and knows
-    /// since when (after a restart: from the first answer on; until then, the backoff).
+    /// failing upstream gets the backoff), whose progress rate this process learnt from the
+    /// answers that showed its highest progress (after a restart: from the first answer on;
+    /// until then, the backoff).
     fn progress_since(&self, since: Timestamp) -> Option<Progress> {
         if self.status.phase != Some(Phase::Running)
             || self.input.spec.start.is_none()
@@ -796,16 +797,14 @@ impl Decider<'_> {
         }
         let percent = self.status.progress?;
         let started = self.status.started_at.as_ref()?.0;
-        let (seen, _) = self
+        let rate = self
             .input
             .memory
-            .progress_seen
-            .filter(|(_, p)| *p == percent)?;
-        let seconds = |at: Timestamp| at.duration_since(since).as_secs_f64();
+            .progress_rate
+            .filter(|r| r.percent == percent)?;
         Some(Progress {
-            zero_at: seconds(started),
-            percent: f64::from(percent),
-            seen_at: seconds(seen),
+            zero_at: started.duration_since(since).as_secs_f64(),
+            rate,
         })
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::schedule::ProgressRate;
+
 /// Poll and cancel history of one operation since this process first saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Memory {
@@ -33,11 +35,10 @@ pub struct Memory {
     /// The turn this operation holds under its provider's rate limit: its next request goes
     /// then (see `upstream::rate_limit`).
     pub rate_turn: Option<std::time::Instant>,
-    /// The highest progress an answer reported, and when it was reached (`step`: half-way
-    /// between the answer that first showed it and the one before): it aims the poll schedule
-    /// at the end it predicts, and a stall (the time stays) spends that aim once. Lost on a
-    /// restart: the schedule keeps to its backoff until the next answer.
-    pub progress_seen: Option<(Timestamp, i32)>,
+    /// What this process's answers told of the rate the progress moves at (from 0 % at
+    /// `startedAt`): it aims the poll schedule at the end it allows. Lost on a restart: the
+    /// schedule keeps to its backoff until the next answer.
+    pub progress_rate: Option<ProgressRate>,
     /// When this process last applied an answer (a poll's, a list entry's); `None` until the
     /// first, so that a sweep's entry found before this process met the operation (or before a
     /// restart) is still news to it.
@@ -58,21 +59,24 @@ impl Memory {
             cancel_refused: false,
             request_owed: false,
             rate_turn: None,
-            progress_seen: None,
+            progress_rate: None,
             answered_at: None,
         }
     }
 
-    /// Records the progress an answer at `at` reported (clamped to 0..=100, as the status keeps
-    /// it): a new highest value is seen from `at` on; the same or a lower one, or none, changes
-    /// nothing.
-    pub fn saw_progress(&mut self, at: Timestamp, progress: Option<i32>) {
-        let Some(p) = progress.map(|p| p.clamp(0, 100)) else {
+    /// Records the progress an answer at `at` reported of an operation started at `started`
+    /// (see [`ProgressRate::learn`]); none, or no start known, changes nothing.
+    pub fn saw_progress(
+        &mut self,
+        at: Timestamp,
+        started: Option<Timestamp>,
+        progress: Option<i32>,
+    ) {
+        let (Some(p), Some(started)) = (progress, started) else {
             return;
         };
-        if self.progress_seen.is_none_or(|(_, old)| p > old) {
-            self.progress_seen = Some((at, p));
-        }
+        let elapsed = at.duration_since(started).as_secs_f64();
+        self.progress_rate = ProgressRate::learn(self.progress_rate, elapsed, p.clamp(0, 100));
     }
 
     /// Records a request that got a readable answer.

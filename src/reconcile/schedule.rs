@@ -9,10 +9,13 @@
 //!
 //! Progress does not restart that backoff (an operation whose progress moves on every poll would
 //! otherwise be polled at the first interval for its whole life); it aims it instead
-//! ([`Schedule::next_after_aimed`]): the rate from 0 % at the start to the progress last seen
-//! gives an estimated end, and one poll is made just after it when that falls before the next
-//! point. The backoff's points stay the upper bound on every wait, and an aimed poll is at least
-//! `initialInterval` after the request before it and before the point after it.
+//! ([`Schedule::next_after_aimed`]). Every answer bounds the rate the progress moves at, if it
+//! moves steadily from 0 % at the start ([`ProgressRate`]); those bounds give the earliest and
+//! the latest end. Near the end, a poll is aimed where its answer halves the rates still possible
+//! (when the next step would be reached at the middle rate), and once the end is known within
+//! one first interval, one poll just after its latest time. The backoff's points stay the upper
+//! bound on every wait, and an aimed poll is at least `initialInterval` after the request before
+//! it and before the point after it.
 
 use std::time::Duration;
 
@@ -148,31 +151,27 @@ impl Schedule {
             .fold(f64::INFINITY, f64::min)
     }
 
-    /// How long after the estimated end the aimed poll is made: half the first wait.
+    /// How long after the latest end the progress allows the aimed poll is made: half the first
+    /// wait.
     pub fn margin(&self) -> f64 {
         self.initial_secs() / 2.0
     }
 
     /// Seconds (since the last change) of the next poll after the last request at `after`: the
-    /// backoff's next point ([`Schedule::next_after`]), or earlier, one poll aimed just after the
-    /// end that `progress` predicts ([`Progress::estimated_end`]).
+    /// backoff's next point ([`Schedule::next_after`]), or earlier, a poll aimed by `progress`
+    /// ([`Progress::aim`]).
     ///
-    /// The aimed poll is `margin()` after the estimated end, at least `initialInterval` after
-    /// the last request and at least `initialInterval` before the backoff's next point (else
-    /// that point, within `initialInterval` of the aimed time, is the aimed poll). Once a
-    /// request has been made after the estimated end the estimate is spent and the backoff goes
-    /// on: a stall keeps its estimate (the progress is seen at the same time), so it gets one
-    /// aimed poll, not one per interval. No estimate leaves the backoff as it is.
+    /// An aimed poll is at least `initialInterval` after the last request and at least
+    /// `initialInterval` before the backoff's next point (else that point, within
+    /// `initialInterval` of the aim, serves as the aimed poll). No aim leaves the backoff as it
+    /// is.
     pub fn next_after_aimed(&self, after: f64, seed: u64, progress: Option<Progress>) -> f64 {
         let backoff = self.next_after(after, seed);
-        let Some(end) = progress.and_then(|p| p.estimated_end()) else {
+        let Some(target) = progress.and_then(|p| p.aim(after, self)) else {
             return backoff;
         };
-        if end <= after {
-            return backoff;
-        }
         let a = self.initial_secs();
-        let aim = (end + self.margin()).max(after + a);
+        let aim = target.max(after + a);
         if aim + a <= backoff { aim } else { backoff }
     }
 
@@ -190,27 +189,123 @@ impl Schedule {
     }
 }
 
+/// What the answers told of the rate an operation's progress moves at, if it moves steadily
+/// from 0 % at its start (in percent per second). Every answer narrows it: one that shows `p` %
+/// at `e` seconds says the rate is at least `p / e`; as upstreams report progress rounded down
+/// to a step (10 %, 1 %), it also says the rate is below `(p + step) / e`. The step is not
+/// told: the greatest common divisor of the values seen is that step or a multiple of it, so
+/// the bound holds either way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProgressRate {
+    /// The highest progress an answer reported, in percent.
+    pub percent: i32,
+    /// The greatest common divisor of the values reported.
+    pub step: i32,
+    /// The rate is at least this.
+    pub at_least: f64,
+    /// The rate is below this.
+    pub below: f64,
+    /// Whether the answers fit one rate. A stall, a jump or progress that goes back does not:
+    /// nothing is aimed until the progress moves again, and the rate is learnt anew from there.
+    pub steady: bool,
+}
+
+impl ProgressRate {
+    /// What `known` becomes with an answer `elapsed` seconds after the start that reported
+    /// `percent` (of a running operation: 100 % is not its end yet). 0 % says nothing.
+    pub fn learn(known: Option<Self>, elapsed: f64, percent: i32) -> Option<Self> {
+        let percent = percent.min(100);
+        if !(elapsed > 0.0 && percent > 0) {
+            return known;
+        }
+        let fresh = |step: i32| {
+            let p = f64::from(percent);
+            let next = f64::from(percent.saturating_add(step).min(100));
+            ProgressRate {
+                percent,
+                step,
+                at_least: p / elapsed,
+                below: next / elapsed,
+                steady: p < next,
+            }
+        };
+        let Some(mut rate) = known else {
+            return Some(fresh(percent));
+        };
+        if percent < rate.percent {
+            rate.steady = false;
+            return Some(rate);
+        }
+        rate.step = gcd(rate.step, percent);
+        if !rate.steady {
+            return Some(if percent > rate.percent {
+                fresh(rate.step)
+            } else {
+                rate
+            });
+        }
+        let now = fresh(rate.step);
+        rate.percent = percent;
+        rate.at_least = rate.at_least.max(now.at_least);
+        rate.below = rate.below.min(now.below);
+        rate.steady = rate.at_least < rate.below;
+        Some(rate)
+    }
+}
+
+fn gcd(a: i32, b: i32) -> i32 {
+    let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    i32::try_from(a).unwrap_or(i32::MAX).max(1)
+}
+
 /// What the progress an operation reported says about its end, in seconds since the last change.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Progress {
     /// When the operation was at 0 %: its start (before the last change, so usually ≤ 0).
     pub zero_at: f64,
-    /// The highest progress the upstream reported, in percent.
-    pub percent: f64,
-    /// When that progress was reached, as far as the answers tell. It stays while the progress
-    /// does not move, so the estimate of a stalled operation stays too, and passes.
-    pub seen_at: f64,
+    /// The rate its answers allow.
+    pub rate: ProgressRate,
 }
 
 impl Progress {
-    /// The end (100 %) at the rate from 0 % at `zero_at` to `percent` at `seen_at`: `None` when
-    /// that is no rate (no progress yet, 100 % reached without the end, no time passed).
-    pub fn estimated_end(&self) -> Option<f64> {
-        let (p, elapsed) = (self.percent, self.seen_at - self.zero_at);
-        if !(p > 0.0 && p < 100.0 && elapsed > 0.0) {
+    /// The earliest and the latest end the rate allows: `None` when the answers fit no steady
+    /// rate (or 100 % was reported without the end).
+    pub fn end_window(&self) -> Option<(f64, f64)> {
+        let r = &self.rate;
+        if !(r.steady && r.percent < 100 && r.at_least > 0.0 && r.below > r.at_least) {
             return None;
         }
-        Some(self.zero_at + elapsed * 100.0 / p).filter(|end| end.is_finite())
+        Some((
+            self.zero_at + 100.0 / r.below,
+            self.zero_at + 100.0 / r.at_least,
+        ))
+        .filter(|(lo, hi)| lo.is_finite() && hi.is_finite())
+    }
+
+    /// When to poll next, after the last request at `after`, to see the end soon with few polls
+    /// (the backoff still bounds every wait):
+    /// - far from the end (its earliest time more than `maxInterval` away): not aimed;
+    /// - the end known within `initialInterval`: `margin()` after the latest end;
+    /// - else when the next step would be reached at the middle of the rates allowed: the
+    ///   answer halves them, whatever it says;
+    /// - once a poll came after the latest end without seeing it, the estimate is spent.
+    pub fn aim(&self, after: f64, schedule: &Schedule) -> Option<f64> {
+        let (earliest, latest) = self.end_window()?;
+        if latest <= after || earliest > after + schedule.max_secs() {
+            return None;
+        }
+        let close_after = latest + schedule.margin();
+        if latest - earliest <= schedule.initial_secs() {
+            return Some(close_after);
+        }
+        let r = &self.rate;
+        let next = f64::from(r.percent.saturating_add(r.step).min(100));
+        let probe = self.zero_at + 2.0 * next / (r.at_least + r.below);
+        // A probe already made taught nothing more (no answer since): go for the end.
+        Some(if probe > after { probe } else { close_after })
     }
 }
 

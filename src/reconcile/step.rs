@@ -216,18 +216,6 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
     let event = match outcome {
         Outcome::Begin | Outcome::FinalizerChanged => Event::Reconcile,
         Outcome::Upstream(event, fact) => {
-            // A new progress value was reached after the answer before this one: half-way is
-            // the best guess (from this answer alone the estimated end errs late by up to one
-            // backed-off interval).
-            let reached = memory
-                .answered_at
-                .filter(|before| *before < now)
-                .map_or(now, |before| {
-                    before
-                        + jiff::SignedDuration::from_nanos(
-                            now.duration_since(before).as_nanos() as i64 / 2,
-                        )
-                });
             if let Some(fact) = fact {
                 memory.learn(fact);
             }
@@ -240,7 +228,7 @@ pub fn step(observed: &Observed, outcome: &Outcome, now: Timestamp) -> Plan {
                 _ => None,
             };
             if let Some(progress) = progress {
-                memory.saw_progress(reached, progress);
+                memory.saw_progress(now, status.started_at.as_ref().map(|t| t.0), progress);
             }
             (**event).clone()
         }

@@ -430,7 +430,7 @@ fn a_started_operation_keeps_its_handle_and_polls_on_schedule() {
 }
 
 #[test]
-fn the_highest_progress_an_answer_reports_is_remembered_from_when_it_was_first_seen() {
+fn each_answer_narrows_the_rate_its_progress_moves_at() {
     let poll = |progress| {
         Outcome::Upstream(
             Box::new(Event::Polled(Observation {
@@ -445,17 +445,26 @@ fn the_highest_progress_an_answer_reports_is_remembered_from_when_it_was_first_s
         )
     };
     let o = running();
-    // The first answer of this process: seen when it came.
+    assert_eq!(o.status.started_at.as_ref().map(|s| s.0), Some(t(0.0)));
+    let rate = |plan: &Plan| {
+        let r = plan.memory.progress_rate.expect("a rate");
+        (r.percent, r.step, r.at_least, r.below, r.steady)
+    };
+    // 40 % after 10 s: at least 4 %/s; below 8 %/s (the step may be 40 %).
     let (o, plan) = after(o, &poll(Some(40)), 10.0);
-    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
-    // The same progress later, none, or less: seen since the first time.
-    let (o, plan) = after(o, &poll(Some(40)), 20.0);
-    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
-    let (o, plan) = after(o, &poll(None), 30.0);
-    assert_eq!(plan.memory.progress_seen, Some((t(10.0), 40)));
-    let (o, _) = after(o, &poll(Some(30)), 40.0);
-    // A new highest value was reached between the answer before (at 1 s: the `Fact`'s time in
-    // these outcomes) and this one: half-way.
-    let (_, plan) = after(o, &poll(Some(55)), 51.0);
-    assert_eq!(plan.memory.progress_seen, Some((t(26.0), 55)));
+    assert_eq!(rate(&plan), (40, 40, 4.0, 8.0, true));
+    // None: nothing learnt. 60 % after 15 s: the step is 20 % or less; at least 4 %/s, below
+    // 80 / 15.
+    let (o, plan) = after(o, &poll(None), 12.0);
+    assert_eq!(rate(&plan), (40, 40, 4.0, 8.0, true));
+    let (o, plan) = after(o, &poll(Some(60)), 15.0);
+    assert_eq!(rate(&plan), (60, 20, 4.0, 80.0 / 15.0, true));
+    // Still 60 % after 20 s: below 80 / 20 = 4 %/s, which no rate of at least 4 fits (a stall).
+    let (o, plan) = after(o, &poll(Some(60)), 20.0);
+    assert!(!plan.memory.progress_rate.unwrap().steady);
+    // Less: still a stall. Moving on again: learnt anew from there.
+    let (o, plan) = after(o, &poll(Some(30)), 25.0);
+    assert!(!plan.memory.progress_rate.unwrap().steady);
+    let (_, plan) = after(o, &poll(Some(70)), 35.0);
+    assert_eq!(rate(&plan), (70, 10, 2.0, 80.0 / 35.0, true));
 }
