@@ -9,7 +9,8 @@
 //! checks client secrets and JWT signatures. Besides the configured credentials, protocol routes
 //! then also accept what the workload identity endpoints ([`crate::identity`]) issue: their
 //! bearer tokens and their temporary AWS keys (SigV4 with a signed `X-Amz-Security-Token`), each
-//! until it expires (then `401`, reason `expired`), counted under credential ids
+//! until it expires (then `401`, reason `expired`; an expired AWS key gets AWS's `403`
+//! `ExpiredTokenException`), counted under credential ids
 //! `identity:<cloud>:<subject>`. The configuration (all fields optional):
 //!
 //! ```json
@@ -355,9 +356,37 @@ pub async fn require(State(auth): State<AuthState>, request: Request, next: Next
         }
         Err((outcome, message)) => {
             auth.log(&path, None, outcome);
+            let signed = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+            if signed && outcome == "expired" {
+                return aws_expired_token();
+            }
             unauthorized(&message)
         }
     }
+}
+
+/// What AWS answers a request signed with temporary credentials that expired: `403`
+/// `ExpiredTokenException` ("Common Errors" of every AWS API reference, the Cloud Control API's
+/// included), in the JSON protocols' error shape (`__type`, `message`, and the
+/// `x-amzn-ErrorType` header).
+fn aws_expired_token() -> Response {
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "__type": "ExpiredTokenException",
+            "message": "The security token included in the request is expired",
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        "x-amzn-ErrorType",
+        header::HeaderValue::from_static("ExpiredTokenException"),
+    );
+    response
 }
 
 type Rejection = (&'static str, String);

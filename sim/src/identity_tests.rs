@@ -661,7 +661,14 @@ async fn aws_assume_role_with_web_identity_issues_credentials_sigv4_accepts() {
         .execute(cloud_control_request(&sim, &keys(true)))
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "expired");
+    // As AWS answers: 403 ExpiredTokenException.
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "expired");
+    assert_eq!(
+        response.headers()["x-amzn-ErrorType"],
+        "ExpiredTokenException"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["__type"], "ExpiredTokenException");
     assert_eq!(sim.auth_stats().await["rejected"]["expired"], 1);
 
     // The same exchange as a GET query.

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod policy;
 pub mod rate_limit;
 pub mod sigv4;
+
 #[cfg(test)]
 mod sim_tests;
 
@@ -273,8 +274,9 @@ impl Upstream {
     }
 
     /// Sends `request` to the provider at `base_url` and reads the answer. Credentials go only
-    /// to the provider's origin; a 401 to a request that carried an access token gets one new
-    /// token and one retry.
+    /// to the provider's origin; a 401 to a request that carried an access token (or AWS's
+    /// `ExpiredTokenException` to one signed with temporary credentials) gets one new token and
+    /// one retry.
     pub async fn send(
         &self,
         base_url: &str,
@@ -294,7 +296,7 @@ impl Upstream {
         };
         // Whatever the answer echoes of the credentials is gone before anyone reads it.
         redact(&mut answer, &pinned.authenticator.carried().await);
-        if answer.status != 401 {
+        if answer.status != 401 && !expired_aws_credentials(&answer) {
             return Ok(answer);
         }
         let retry = pinned
@@ -305,7 +307,7 @@ impl Upstream {
         if !retry {
             return Ok(answer);
         }
-        tracing::debug!(url = %display_url(&url), "401 with an access token: retrying once with a new one");
+        tracing::debug!(url = %display_url(&url), status = answer.status, "credentials refused as expired: retrying once with new ones");
         let mut answer = self.send_once(&url, request, Some(pinned)).await?.0;
         redact(&mut answer, &pinned.authenticator.carried().await);
         Ok(answer)
@@ -536,6 +538,32 @@ fn check_headers(request: &RequestSpec) -> Result<(), UpstreamError> {
     }
 }
 
+/// Whether AWS refused the request because its temporary credentials expired: `403` (`400` in
+/// some services) `ExpiredTokenException` or `ExpiredToken`, named by `x-amzn-ErrorType`, the
+/// JSON protocols' `__type` (maybe prefixed `namespace#`), or the query/XML protocols' `<Code>`.
+fn expired_aws_credentials(answer: &HttpAnswer) -> bool {
+    if !matches!(answer.status, 400 | 403) {
+        return false;
+    }
+    let expired = |code: &str| {
+        let code = code.rsplit('#').next().unwrap_or(code);
+        let code = code.split(':').next().unwrap_or(code).trim();
+        code == "ExpiredTokenException" || code == "ExpiredToken"
+    };
+    if answer.header("x-amzn-errortype").is_some_and(expired) {
+        return true;
+    }
+    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&answer.body) {
+        return body
+            .get("__type")
+            .and_then(|t| t.as_str())
+            .is_some_and(expired);
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    text.contains("<Code>ExpiredToken</Code>")
+        || text.contains("<Code>ExpiredTokenException</Code>")
+}
+
 /// Replaces each of `secrets` in the answer's body and header values by `[redacted]` (which
 /// keeps JSON valid: a secret echoed inside a string stays a string).
 pub fn redact(answer: &mut HttpAnswer, secrets: &[String]) {
@@ -669,6 +697,55 @@ mod tests {
             );
             assert!(
                 resolve_in(base, "https://api.example.com:8443/v1/projects/mine", scope).is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn aws_expired_credentials_are_told_from_other_refusals() {
+        let answer = |status: u16, headers: &[(&str, &str)], body: &str| HttpAnswer {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        };
+        // The JSON protocols (Cloud Control): the header, `__type` with or without namespace.
+        let json = r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#;
+        assert!(expired_aws_credentials(&answer(403, &[], json)));
+        assert!(expired_aws_credentials(&answer(
+            400,
+            &[(
+                "x-amzn-errortype",
+                "ExpiredTokenException:http://internal.amazon.com/"
+            )],
+            "{}"
+        )));
+        assert!(expired_aws_credentials(&answer(
+            400,
+            &[],
+            r#"{"__type":"com.amazon.coral.service#ExpiredTokenException","message":"…"}"#
+        )));
+        // The query/XML protocols.
+        let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>";
+        assert!(expired_aws_credentials(&answer(403, &[], xml)));
+        // Other refusals are answers for the protocol to read, not a reason to renew.
+        for (status, body) in [
+            (
+                403,
+                r#"{"__type":"AccessDeniedException","message":"not allowed"}"#,
+            ),
+            (
+                400,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            (403, r#"{"__type":"UnrecognizedClientException"}"#),
+            (500, json),
+        ] {
+            assert!(
+                !expired_aws_credentials(&answer(status, &[], body)),
+                "{body}"
             );
         }
     }
