@@ -3,6 +3,7 @@
 
 mod act;
 pub mod cache;
+pub mod events;
 mod fair_share;
 mod finalizer;
 pub mod leader;
@@ -25,9 +26,9 @@ pub mod workflow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use events::{Recorder, Reporter};
 use futures::StreamExt;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 

@@ -6,7 +6,7 @@
 //! key (`Dialect::list_key`: a Google operation name, a Redpanda id), or its poll path for
 //! protocols that do not list.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,8 @@ pub struct SweepState {
 #[derive(Debug, Default)]
 pub struct Observations {
     seen: Mutex<HashMap<(String, String), Seen>>,
-    swept: Mutex<HashMap<(String, String), Swept>>,
+    /// By provider, then by key: one provider's thousands of entries share its name.
+    swept: Mutex<HashMap<String, HashMap<String, Swept>>>,
     sweeps: Mutex<HashMap<String, SweepState>>,
 }
 
@@ -87,25 +88,30 @@ impl Observations {
     /// Records what a complete sweep of `provider` found: `listed` for the handles in the list,
     /// and every other key of `in_flight` as absent. Returns the keys whose news their objects
     /// have not had yet (changed, first seen, or newly absent).
-    pub fn swept(
+    pub fn swept<V>(
         &self,
         provider: &str,
-        in_flight: &HashSet<String>,
+        in_flight: &HashMap<String, V>,
         mut listed: HashMap<String, Observation>,
         at: Timestamp,
     ) -> Vec<String> {
         let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        if !swept.contains_key(provider) {
+            swept.insert(provider.to_owned(), HashMap::new());
+        }
+        let Some(swept) = swept.get_mut(provider) else {
+            return Vec::new();
+        };
         // Handles no longer in flight are forgotten.
-        swept.retain(|(p, k), _| p != provider || in_flight.contains(k));
+        swept.retain(|k, _| in_flight.contains_key(k));
         let mut news = Vec::new();
-        for key in in_flight {
-            let entry = (provider.to_owned(), key.clone());
+        for key in in_flight.keys() {
             // Moved, not copied: a sweep of thousands holds each entry once.
             let found = match listed.remove(key) {
                 Some(observation) => Swept::Listed(Box::new(Seen { observation, at })),
                 None => Swept::Absent(at),
             };
-            let changed = match (swept.get(&entry), &found) {
+            let changed = match (swept.get(key), &found) {
                 (Some(Swept::Listed(old)), Swept::Listed(new)) => {
                     old.observation != new.observation
                 }
@@ -115,7 +121,7 @@ impl Observations {
             // An unchanged entry keeps its time: its object learnt it then.
             if changed {
                 news.push(key.clone());
-                swept.insert(entry, found);
+                swept.insert(key.clone(), found);
             }
         }
         news
@@ -124,7 +130,7 @@ impl Observations {
     /// What the sweeps of `provider` last found of `key`.
     pub fn swept_of(&self, provider: &str, key: &str) -> Option<Swept> {
         let swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-        swept.get(&(provider.to_owned(), key.to_owned())).cloned()
+        swept.get(provider)?.get(key).cloned()
     }
 
     /// The sweep state of `provider`, changed by `change`.
@@ -178,7 +184,10 @@ mod tests {
     #[test]
     fn a_sweep_reports_only_what_changed_and_what_went_missing() {
         let o = Observations::default();
-        let in_flight: HashSet<String> = ["a", "b", "c"].map(String::from).into();
+        let keys = |keys: &[&str]| -> HashMap<String, ()> {
+            keys.iter().map(|k| ((*k).to_owned(), ())).collect()
+        };
+        let in_flight = keys(&["a", "b", "c"]);
         let listed = |items: &[(&str, i32)]| {
             items
                 .iter()
@@ -196,7 +205,7 @@ mod tests {
         assert!(matches!(o.swept_of("p", "b"), Some(Swept::Listed(s)) if s.at == t(5)));
         // A handle no longer in flight is forgotten; another provider's are untouched.
         o.swept("q", &in_flight, listed(&[("a", 1)]), t(5));
-        let fewer: HashSet<String> = ["a"].map(String::from).into();
+        let fewer = keys(&["a"]);
         o.swept("p", &fewer, listed(&[("a", 10)]), t(10));
         assert_eq!(o.swept_of("p", "b"), None);
         assert!(o.swept_of("q", "b").is_some());

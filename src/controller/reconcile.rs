@@ -91,6 +91,7 @@ async fn reconcile_inner(
                 // Keep what was learnt: the retry must not poll or cancel again.
                 keep_or_forget(
                     &ctx,
+                    &op,
                     &observed,
                     &acting.written,
                     Keep::Remember { poll_due: None },
@@ -100,7 +101,7 @@ async fn reconcile_inner(
         };
         match (plan.effect, next) {
             (Effect::Done { requeue, keep }, _) => {
-                keep_or_forget(&ctx, &observed, &acting.written, keep);
+                keep_or_forget(&ctx, &op, &observed, &acting.written, keep);
                 return Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue));
             }
             (_, Some(next)) => {
@@ -116,6 +117,7 @@ async fn reconcile_inner(
     acting.flush(&observed.status).await?;
     keep_or_forget(
         &ctx,
+        &op,
         &observed,
         &acting.written,
         Keep::Remember { poll_due: None },
@@ -125,9 +127,12 @@ async fn reconcile_inner(
 
 /// Remembers what this process learnt of the operation and the status it last wrote
 /// (`written`: not a status it decided but did not write, as when that write failed or was
-/// deferred, so that the next reconcile writes it), or forgets it.
+/// deferred, so that the next reconcile writes it), or forgets it. The written status is kept
+/// only while the watch cache (`op`, as this reconcile found it) does not hold it yet: with
+/// thousands of operations, a copy of every status would double their memory.
 fn keep_or_forget(
     ctx: &Context,
+    op: &LongRunningOperation,
     observed: &Observed,
     written: &LongRunningOperationStatus,
     keep: Keep,
@@ -138,11 +143,12 @@ fn keep_or_forget(
             map.remove(&observed.uid);
         }
         Keep::Remember { poll_due } => {
+            let status = (op.status.as_ref() != Some(written)).then(|| written.clone());
             map.insert(
                 observed.uid.clone(),
                 Remembered {
                     memory: observed.memory.clone(),
-                    status: Some(written.clone()),
+                    status,
                     poll_due,
                 },
             );

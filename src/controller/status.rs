@@ -1,8 +1,7 @@
 //! Writing an operation's status (server-side apply on the status subresource) and its Events.
 
+use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Api, Resource};
 
 use super::{Context, MANAGER};
 use crate::api::{LongRunningOperation, LongRunningOperationStatus};
@@ -30,20 +29,9 @@ pub async fn write(
 
 /// Records notices as Kubernetes Events on `op` (failures are logged, never fatal).
 pub async fn publish(ctx: &Context, op: &LongRunningOperation, notices: &[Notice]) {
-    let reference = op.object_ref(&());
     for notice in notices {
-        let event = KubeEvent {
-            type_: if notice.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: notice.reason.to_owned(),
-            note: Some(crate::reconcile::truncate(&notice.message, 1000)),
-            action: notice.action.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        let note = crate::reconcile::truncate(&notice.message, 1000);
+        if let Err(e) = ctx.recorder.publish(op, notice, note).await {
             tracing::warn!(error = %e, reason = notice.reason, "cannot record event");
         }
     }

@@ -120,13 +120,14 @@ fn targets(ctx: &Context) -> Vec<Target> {
     namespaced.chain(cluster).collect()
 }
 
-/// The running objects of `target` with a handle, by their list key.
+/// The running objects of `target` with a handle, by their list key (the cache's own objects,
+/// not copies: a sweep of thousands holds a pointer to each).
 fn in_flight(
     ctx: &Context,
     target: &Target,
     list_key: &dyn Fn(&LongRunningOperation) -> Option<String>,
-) -> HashMap<String, Vec<ObjectRef<LongRunningOperation>>> {
-    let mut keys: HashMap<String, Vec<ObjectRef<LongRunningOperation>>> = HashMap::new();
+) -> HashMap<String, Vec<Arc<LongRunningOperation>>> {
+    let mut keys: HashMap<String, Vec<Arc<LongRunningOperation>>> = HashMap::new();
     let resolved = &target.resolved;
     for op in ctx.caches.operations.store().state() {
         let reference = &op.spec.provider_ref;
@@ -142,9 +143,7 @@ fn in_flight(
             continue;
         }
         if let Some(key) = list_key(&op) {
-            keys.entry(key)
-                .or_default()
-                .push(ObjectRef::from_obj(op.as_ref()));
+            keys.entry(key).or_default().push(op);
         }
     }
     keys
@@ -245,8 +244,7 @@ async fn sweep(
     match failure {
         None => {
             let at = jiff::Timestamp::now();
-            let in_flight: HashSet<String> = keys.keys().cloned().collect();
-            let news = observations.swept(&target.key, &in_flight, listed, at);
+            let news = observations.swept(&target.key, &keys, listed, at);
             observations.sweep(&target.key, |s| {
                 s.completed_at = Some(Instant::now());
                 s.failures = 0;
@@ -256,7 +254,7 @@ async fn sweep(
             tracing::debug!(provider = %target.key, pages, running = keys.len(), news = news.len(), "swept");
             for key in news {
                 for object in keys.get(&key).into_iter().flatten() {
-                    let _ = wake.unbounded_send(object.clone());
+                    let _ = wake.unbounded_send(ObjectRef::from_obj(object.as_ref()));
                 }
             }
             next
@@ -269,7 +267,7 @@ async fn sweep(
             });
             // Its operations poll by themselves from now on: wake them to.
             for object in keys.values().flatten() {
-                let _ = wake.unbounded_send(object.clone());
+                let _ = wake.unbounded_send(ObjectRef::from_obj(object.as_ref()));
             }
             next
         }
@@ -378,7 +376,7 @@ mod tests {
     #[test]
     fn what_a_sweep_means_for_an_operation_depends_on_what_it_already_applied() {
         let o = Observations::default();
-        let in_flight: HashSet<String> = ["a", "b"].map(String::from).into();
+        let in_flight: HashMap<String, ()> = [("a".to_owned(), ()), ("b".to_owned(), ())].into();
         let running = Observation {
             state: UpstreamState::Running,
             ..Observation::default()

@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::events::{Recorder, Reporter};
 use clap::Parser;
 use futures::StreamExt;
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
