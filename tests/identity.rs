@@ -12,7 +12,10 @@
 //!   provider's `Ready` condition with the step, the cloud's error and the fix, never a token;
 //!   their operations wait (`ProviderNotReady`);
 //! - with the chart's admission policy, a user who may not create a ServiceAccount's tokens
-//!   cannot make a provider use it; once allowed for that ServiceAccount, they can.
+//!   cannot make a provider use it; once allowed for that ServiceAccount, they can;
+//! - run as the chart's own identity (`operator.workloadIdentity.enabled`, limited to one
+//!   ServiceAccount name), the operator exchanges that ServiceAccount's tokens and no other's:
+//!   the API server refuses it the token of a ServiceAccount the chart did not name.
 
 use lro_testkit as support;
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use lro_operator::api::{Phase, condition};
 use serde_json::{Value, json};
-use support::helm::{CHART, Identity};
+use support::helm::{CHART, Identity, Operator, container_args, runnable_args};
 use support::{TestEnv, samples, status_of};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -554,6 +557,181 @@ async fn a_service_account_the_author_may_not_use_is_refused_at_admission() {
                 .contains("serviceAccountName must be the name of a ServiceAccount"),
         "{out}"
     );
+}
+
+/// The operator as the chart's identity, with `operator.workloadIdentity.enabled` for one
+/// ServiceAccount name: an operation through that ServiceAccount succeeds, and a provider naming
+/// another one gets the API server's refusal on its `Ready` condition (the chart's RBAC, not the
+/// operator, draws the line).
+#[tokio::test]
+async fn the_chart_identity_exchanges_only_the_service_accounts_it_was_granted() {
+    let mut env = TestEnv::new("identity-chart").await;
+    // The harness's operator runs as the admin: stop it before any provider exists.
+    env.kill_operator().await;
+    let ns = env.ns.clone();
+    let sys = format!("{ns}-sys");
+    let admin = Identity::admin(&env).await;
+    admin
+        .kubectl(&["create", "namespace", &sys], None)
+        .await
+        .assert_ok();
+    // As `tests/chart.rs` installs it (no webhook: this apiserver cannot reach a Service), with
+    // workload identity for ServiceAccounts named `lro-azure` only.
+    let watch = format!("--set=operator.watchNamespace={ns}");
+    admin
+        .helm(&[
+            "install",
+            &ns,
+            CHART,
+            "-n",
+            &sys,
+            &watch,
+            "--set=webhook.enabled=false",
+            "--set=operator.allowPrivateNetworks=true",
+            "--set=operator.workloadIdentity.enabled=true",
+            "--set=operator.workloadIdentity.serviceAccountNames={lro-azure}",
+        ])
+        .await
+        .assert_ok();
+    let selector = format!("app.kubernetes.io/instance={ns}");
+    let deployments = admin
+        .kubectl(
+            &[
+                "get",
+                "deployment",
+                "-n",
+                &sys,
+                "-l",
+                &selector,
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await
+        .assert_ok();
+    let deployments: Value = serde_json::from_str(&deployments.stdout)
+        .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
+    let deployment = &deployments["items"][0];
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no serviceAccountName: {deployment:#}"))
+        .to_owned();
+    let chart = Identity::service_account(&admin, &sys, &sa).await;
+    // What RBAC says before anything runs: that ServiceAccount's tokens, and no other's.
+    let in_ns = format!("--namespace={ns}");
+    assert!(
+        chart
+            .can_i(
+                "create",
+                "serviceaccounts/lro-azure",
+                &["--subresource=token", &in_ns]
+            )
+            .await
+    );
+    assert!(
+        !chart
+            .can_i(
+                "create",
+                "serviceaccounts/other",
+                &["--subresource=token", &in_ns]
+            )
+            .await
+    );
+
+    for name in ["lro-azure", "other"] {
+        service_account(&env, name).await;
+    }
+    sim_post(
+        &env,
+        "/sim/auth",
+        json!({"bearerTokens": [{"id": "nobody", "token": random("unused")}]}),
+    )
+    .await;
+    // The simulator would trust both: only RBAC stands between the operator and `other`.
+    trust(
+        &env,
+        600,
+        json!([
+            {"subject": subject(&env, "lro-azure"),
+             "azure": {"tenantId": TENANT, "clientId": CLIENT}},
+            {"subject": subject(&env, "other"),
+             "azure": {"tenantId": TENANT, "clientId": CLIENT}},
+        ]),
+    )
+    .await;
+    env.provider(
+        "azure",
+        "azure",
+        "/azure",
+        json!({"auth": azure(&env, "lro-azure")}),
+    )
+    .await;
+    env.provider(
+        "other",
+        "azure",
+        "/azure",
+        json!({"auth": azure(&env, "other")}),
+    )
+    .await;
+
+    let pod_name = format!("{ns}-0");
+    let env_vars = [
+        ("POD_NAME", pod_name.as_str()),
+        ("POD_NAMESPACE", sys.as_str()),
+    ];
+    let args = runnable_args(&container_args(deployment, &env_vars)).await;
+    let operator = Operator::start(&args, &chart, &env_vars, &ns);
+
+    let simulate = json!({"durationSeconds": 3});
+    let start = |name: &str| {
+        json!({"start": {"method": "PUT",
+            "path": format!("subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{name}"),
+            "query": {"api-version": "2023-05-01"},
+            "body": {"location": "westeurope", "sku": {"name": "Standard_LRS"}, "simulate": simulate}}})
+    };
+    env.operation("granted", "azure", start("granted")).await;
+    env.operation("not-granted", "other", start("notgranted"))
+        .await;
+    let op = env.wait_phase("granted", Phase::Succeeded, WAIT).await;
+    assert_eq!(status_of(&op).phase, Some(Phase::Succeeded));
+    let (status, reason, message) = provider_ready(&env, "azure", |s, _| s == "True").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "CredentialsResolved")
+    );
+    assert!(message.contains("azure credentials"), "{message}");
+    let (status, reason, message) = provider_ready(&env, "other", |s, _| s == "False").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TokenRequestFailed"),
+        "{message}"
+    );
+    assert!(message.contains("other"), "{message}");
+    // Its operation waits, and nothing reached the upstream with anything but the granted
+    // ServiceAccount's exchanged credentials.
+    let waiting = env.get("not-granted").await;
+    assert_ne!(status_of(&waiting).phase, Some(Phase::Succeeded));
+    let auth = sim_get(&env, "/sim/auth/stats").await;
+    let accepted: Vec<&String> = auth["accepted"]
+        .as_object()
+        .map(|a| a.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        accepted,
+        [&format!("identity:azure:{}", subject(&env, "lro-azure"))],
+        "{auth:#}"
+    );
+    let exchanged = sim_get(&env, "/sim/identity/stats").await;
+    assert!(
+        !exchanged.to_string().contains(&subject(&env, "other")),
+        "the other ServiceAccount's token reached the exchange: {exchanged:#}"
+    );
+    if let Some(found) = leaked(&operator.log()) {
+        panic!("the operator log holds a credential: {found}…");
+    }
+    drop(operator);
+    let _ = admin.helm(&["uninstall", &ns, "-n", &sys]).await;
 }
 
 /// Deletes the cluster-scoped objects a test created, whether it passed or not.
