@@ -2281,7 +2281,7 @@ struct Life {
 }
 
 /// The earliest and the latest end `w`'s schedule allows, in seconds since `T`.
-fn estimated_end(w: &World) -> Option<(f64, f64)> {
+fn end_window(w: &World) -> Option<(f64, f64)> {
     Progress {
         zero_at: since_t(w.status.started_at.as_ref()?.0),
         rate: w.memory.progress_rate?,
@@ -2337,7 +2337,7 @@ fn live(
         if action == Action::Poll {
             life.polls.push(now);
             assert!(life.polls.len() < 10_000, "no end");
-            life.estimate = estimated_end(&w);
+            life.estimate = end_window(&w);
             let answer = upstream(now);
             w = w.mem(|m| {
                 m.record_success(t(now), None);
