@@ -671,32 +671,11 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         .await
         .assert_ok();
     let selector = format!("app.kubernetes.io/instance={release}");
-    let deployments = admin
-        .kubectl(
-            &[
-                "get",
-                "deployment",
-                "-n",
-                &sys,
-                "-l",
-                &selector,
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .await
-        .assert_ok();
-    let deployments: Value = serde_json::from_str(&deployments.stdout)
-        .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
-    let deployment = &deployments["items"][0];
+    // The chart's identity, as a pod of the Deployment would have it.
+    let (deployment, identity) = admin.release_operator(&release, &sys).await;
     let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
         .as_str()
-        .unwrap_or_else(|| panic!("no serviceAccountName: {deployment:#}"))
-        .to_owned();
-
-    // The chart's identity, as a pod of the Deployment would have it.
-    let identity = Identity::service_account(&admin, &sys, &sa).await;
+        .unwrap_or_default();
     let whoami = identity
         .kubectl(
             &[
@@ -775,7 +754,7 @@ async fn installed_chart_identity_runs_the_operator_and_nothing_more() {
         ("POD_NAME", pod_name.as_str()),
         ("POD_NAMESPACE", sys.as_str()),
     ];
-    let chart_args = container_args(deployment, &env_vars);
+    let chart_args = container_args(&deployment, &env_vars);
     assert_eq!(
         chart_args.first().map(String::as_str),
         Some("run"),

@@ -593,31 +593,7 @@ async fn the_chart_identity_exchanges_only_the_service_accounts_it_was_granted()
         ])
         .await
         .assert_ok();
-    let selector = format!("app.kubernetes.io/instance={ns}");
-    let deployments = admin
-        .kubectl(
-            &[
-                "get",
-                "deployment",
-                "-n",
-                &sys,
-                "-l",
-                &selector,
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .await
-        .assert_ok();
-    let deployments: Value = serde_json::from_str(&deployments.stdout)
-        .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
-    let deployment = &deployments["items"][0];
-    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no serviceAccountName: {deployment:#}"))
-        .to_owned();
-    let chart = Identity::service_account(&admin, &sys, &sa).await;
+    let (deployment, chart) = admin.release_operator(&ns, &sys).await;
     // What RBAC says before anything runs: that ServiceAccount's tokens, and no other's.
     let in_ns = format!("--namespace={ns}");
     assert!(
@@ -680,7 +656,7 @@ async fn the_chart_identity_exchanges_only_the_service_accounts_it_was_granted()
         ("POD_NAME", pod_name.as_str()),
         ("POD_NAMESPACE", sys.as_str()),
     ];
-    let args = runnable_args(&container_args(deployment, &env_vars)).await;
+    let args = runnable_args(&container_args(&deployment, &env_vars)).await;
     let operator = Operator::start(&args, &chart, &env_vars, &ns);
 
     let simulate = json!({"durationSeconds": 3});

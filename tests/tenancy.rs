@@ -218,17 +218,7 @@ async fn world(control_plane: &ControlPlane) -> World {
         ])
         .await
         .assert_ok();
-    let deployment = admin
-        .kubectl(&["get", "deployment", "-n", &sys, "-o", "json"], None)
-        .await
-        .assert_ok();
-    let deployment: Value = serde_json::from_str(&deployment.stdout).expect("JSON");
-    let deployment = deployment["items"][0].clone();
-    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        .as_str()
-        .expect("serviceAccountName")
-        .to_owned();
-    let identity = Identity::service_account(&admin, &sys, &sa).await;
+    let (deployment, identity) = admin.release_operator("lro", &sys).await;
     let env_vars = [("POD_NAME", "lro-0"), ("POD_NAMESPACE", sys.as_str())];
     let chart_args = container_args(&deployment, &env_vars);
     assert!(

@@ -138,6 +138,37 @@ impl Identity {
         Identity::write(&config.to_string(), "serviceaccount")
     }
 
+    /// The operator Deployment of the chart's release `release` in `namespace` (as JSON), and
+    /// the identity its pods would run as: a token of the ServiceAccount it names.
+    pub async fn release_operator(&self, release: &str, namespace: &str) -> (Value, Identity) {
+        let selector = format!("app.kubernetes.io/instance={release}");
+        let deployments = self
+            .kubectl(
+                &[
+                    "get",
+                    "deployment",
+                    "-n",
+                    namespace,
+                    "-l",
+                    &selector,
+                    "-o",
+                    "json",
+                ],
+                None,
+            )
+            .await
+            .assert_ok();
+        let deployments: Value = serde_json::from_str(&deployments.stdout)
+            .unwrap_or_else(|e| panic!("deployment list is not JSON: {e}"));
+        let deployment = deployments["items"][0].clone();
+        let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no serviceAccountName: {deployment:#}"))
+            .to_owned();
+        let identity = Identity::service_account(self, namespace, &sa).await;
+        (deployment, identity)
+    }
+
     /// No cluster at all: for `helm lint` and `helm template`.
     pub fn offline() -> Identity {
         Identity::write("apiVersion: v1\nkind: Config\n", "offline")
